@@ -1,0 +1,72 @@
+"""Steps 7-11 for one chunk of in-between frames: fuse, recombine, first fused step, then plain DDIM."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from .attention import reference_attention
+from .config import InterpolationConfig
+from .ddim import DDIMSchedule, ddim_step
+from .fusion import fuse_direct, fuse_high_level, fuse_low_level_wta, fuse_low_level_wta_splat, recombine
+from .state import PairState
+
+
+class EpsModel:
+    """eps = UNet(x, t | prompt) with the prompt broadcast over the batch; counts image-evaluations."""
+
+    def __init__(self, unet, text_emb: torch.Tensor, on_batch: Callable[[int], None] | None = None):
+        self.unet, self.text_emb, self.on_batch = unet, text_emb, on_batch
+
+    def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        if self.on_batch is not None:
+            self.on_batch(x.shape[0])
+        cond = self.text_emb.expand(x.shape[0], -1, -1)
+        return self.unet(x, t, encoder_hidden_states=cond).sample
+
+
+def denoise_chunk(eps: EpsModel, schedule: DDIMSchedule, state: PairState, deltas: Sequence[float],
+                  config: InterpolationConfig, progress=None) -> torch.Tensor:
+    """Denoise [endpoint 0, endpoint 1, frames at `deltas`] from z_T to clean latents; returns [2+k,C,h,w].
+
+    Endpoints never attend to in-between frames, so any split of the deltas gives the same frames.
+    """
+    ts = schedule.denoising_timesteps(config.inversion_steps)
+    T, dtype = ts[0], state.z_T.dtype
+    zT, x0_end = state.z_T, state.z_T_to_0
+    f01, f10 = state.flow01.float(), state.flow10.float()
+    # Fusion runs in fp32: exp(M) sums can overflow fp16.
+    z0f, z1f = zT[0:1].float(), zT[1:2].float()
+
+    def tick():
+        if progress is not None:
+            progress.update(1)
+
+    with reference_attention(eps.unet, config.reference_blocks, enabled=config.reference_attention):
+        if config.fusion == "direct":
+            x = torch.cat([zT, fuse_direct(z0f, z1f, f01, f10, deltas, config.splat_alpha).to(dtype)])
+            steps = ts
+        else:
+            x0_d = fuse_high_level(x0_end[0:1].float(), x0_end[1:2].float(), f01, f10, deltas,
+                                   config.splat_alpha)
+            if config.wta_mode == "select":
+                selected = fuse_low_level_wta(z0f, z1f, f01, f10, deltas).to(dtype)
+                eps_d = eps(torch.cat([zT, selected]), T)[2:].float()
+            else:
+                eps_end = eps(zT, T).float()
+                eps_d = fuse_low_level_wta_splat(eps_end[0:1], eps_end[1:2], z0f, z1f, f01, f10, deltas,
+                                                 config.splat_alpha)
+            z_d = recombine(x0_d, eps_d, schedule.alpha_bar(T)).to(dtype)
+            x = torch.cat([zT, z_d])
+            x = ddim_step(x, eps(x, T), T, schedule, x0=torch.cat([x0_end, x0_d.to(dtype)]))
+            tick()
+            steps = ts[1:]
+        for t in steps:
+            x = ddim_step(x, eps(x, t), t, schedule)
+            tick()
+    return x
+
+
+def chunks(deltas: Sequence[float], size: int) -> list[list[float]]:
+    """Split the deltas into chunks of at most `size` in-between frames."""
+    return [list(deltas[i:i + size]) for i in range(0, len(deltas), size)]

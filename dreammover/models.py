@@ -1,0 +1,151 @@
+"""Load Stable Diffusion 1.5-style weights: hub id, local diffusers folder, single-file checkpoint, or `tiny`."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+
+
+class ModelLoadError(RuntimeError):
+    """Weights could not be found or read; the message says what to do."""
+
+
+@dataclass
+class ModelComponents:
+    """The pieces of a latent diffusion model DreamMover uses, plus a stable identity for cache keys."""
+
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler: Any
+    identity: str
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def vae_scale(self) -> float:
+        return float(getattr(self.vae.config, "scaling_factor", 0.18215))
+
+
+def default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("DREAMMOVER_HOME", Path.home() / ".cache" / "dreammover"))
+
+
+def _folder_identity(folder: Path) -> str:
+    """Hash of the folder's configs and weight-file sizes: changes when the weights change."""
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.suffix in {".json", ".safetensors", ".txt"}:
+            h.update(str(p.relative_to(folder)).encode())
+            h.update(p.read_bytes() if p.suffix == ".json" else str(p.stat().st_size).encode())
+    return h.hexdigest()[:16]
+
+
+def _offline_hint(name: str, err: Exception) -> ModelLoadError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    how = ("HF_HUB_OFFLINE=1 is set, so nothing is downloaded: download it once with network access, "
+           "or pass a local diffusers folder / .safetensors file") if offline else \
+        "check the hub id, your network and HF token, or pass a local folder / .safetensors file"
+    return ModelLoadError(f"could not load model '{name}': {how} ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
+
+
+def _load_folder_or_hub(source: str, dtype: torch.dtype) -> dict:
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    kw = dict(torch_dtype=dtype, use_safetensors=True)
+    return dict(
+        unet=UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kw),
+        vae=AutoencoderKL.from_pretrained(source, subfolder="vae", **kw),
+        text_encoder=CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype, use_safetensors=True),
+        tokenizer=CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"),
+        scheduler=DDIMScheduler.from_pretrained(source, subfolder="scheduler"),
+    )
+
+
+def _load_single_file(path: Path, dtype: torch.dtype, config: str | None) -> dict:
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    kw = dict(torch_dtype=dtype, safety_checker=None, requires_safety_checker=False)
+    if config:
+        kw["config"] = config
+    pipe = StableDiffusionPipeline.from_single_file(str(path), **kw)
+    return dict(unet=pipe.unet, vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
+                scheduler=DDIMScheduler.from_config(pipe.scheduler.config))
+
+
+def _quiet_hub_progress() -> None:
+    """Weight-loading progress bars of diffusers/transformers would drown our per-stage bars."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    dlog.disable_progress_bar()
+    tlog.disable_progress_bar()
+
+
+def load_components(model: str = DEFAULT_MODEL, vae: str | None = None, device: str | torch.device | None = None,
+                    dtype: torch.dtype | str | None = None, single_file_config: str | None = None,
+                    cache_dir: str | Path | None = None) -> ModelComponents:
+    """Load UNet, VAE, text encoder, tokenizer and DDIM scheduler from any supported source."""
+    _quiet_hub_progress()
+    device = torch.device(device) if device is not None else default_device()
+    if isinstance(dtype, str):
+        dtype = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16,
+                 "fp32": torch.float32, "float32": torch.float32}[dtype]
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+
+    if model == "tiny":
+        from .tiny import TINY_VERSION, ensure_tiny_model
+        source, identity = str(ensure_tiny_model(Path(cache_dir or default_cache_dir()) / "models")), TINY_VERSION
+    else:
+        source, identity = model, model
+    path = Path(source)
+    try:
+        if path.is_file():
+            if path.suffix != ".safetensors":
+                raise ModelLoadError(f"'{model}': only .safetensors checkpoints are loaded (pickled .ckpt/.bin are unsafe)")
+            parts = _load_single_file(path, dtype, single_file_config)
+            identity = f"file:{path.name}:{path.stat().st_size}"
+        elif path.is_dir():
+            if not (path / "unet").is_dir():
+                raise ModelLoadError(f"'{model}' is a folder but not a diffusers model (no unet/ subfolder)")
+            parts = _load_folder_or_hub(source, dtype)
+            if model != "tiny":
+                identity = f"dir:{path.name}:{_folder_identity(path)}"
+        elif source.endswith((".safetensors", ".ckpt")) or source.startswith((".", "/")):
+            raise ModelLoadError(f"model file or folder '{model}' does not exist")
+        else:
+            parts = _load_folder_or_hub(source, dtype)
+        if vae:
+            from diffusers import AutoencoderKL
+            vp = Path(vae)
+            parts["vae"] = (AutoencoderKL.from_single_file(vae, torch_dtype=dtype) if vp.is_file()
+                            else AutoencoderKL.from_pretrained(vae, torch_dtype=dtype, use_safetensors=True))
+            identity += f"|vae={vae}"
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, EnvironmentError) as err:
+        raise _offline_hint(model, err) from err
+
+    for name in ("unet", "vae", "text_encoder"):
+        m = parts[name]
+        m.to(device)
+        m.requires_grad_(False)
+        m.eval()
+    return ModelComponents(**parts, identity=f"{identity}|{str(dtype).removeprefix('torch.')}",
+                           device=device, dtype=dtype)

@@ -1,0 +1,48 @@
+"""Per-stage wall times and UNet image-evaluation counts."""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class StageProfile:
+    """Accumulates seconds and UNet image-evaluations (batch rows through the UNet) per stage."""
+
+    device: torch.device | None = None
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    unet_evals: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    current: str = "other"
+
+    @contextmanager
+    def stage(self, name: str):
+        previous, self.current = self.current, name
+        _sync(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            _sync(self.device)
+            self.seconds[name] += time.perf_counter() - start
+            self.current = previous
+
+    def count_unet(self, batch: int) -> None:
+        self.unet_evals[self.current] += batch
+
+    def merge(self, other: "StageProfile") -> None:
+        for k, v in other.seconds.items():
+            self.seconds[k] += v
+        for k, v in other.unet_evals.items():
+            self.unet_evals[k] += v
+
+    def as_dict(self) -> dict:
+        return {"seconds": dict(self.seconds), "unet_evals": dict(self.unet_evals)}
