@@ -26,7 +26,8 @@ class EpsModel:
 
 
 def denoise_chunk(eps: EpsModel, schedule: DDIMSchedule, state: PairState, deltas: Sequence[float],
-                  config: InterpolationConfig, progress=None) -> torch.Tensor:
+                  config: InterpolationConfig, progress=None,
+                  on_step: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
     """Denoise [endpoint 0, endpoint 1, frames at `deltas`] from z_T to clean latents; returns [2+k,C,h,w].
 
     Endpoints never attend to in-between frames, so any split of the deltas gives the same frames.
@@ -38,9 +39,11 @@ def denoise_chunk(eps: EpsModel, schedule: DDIMSchedule, state: PairState, delta
     # Fusion runs in fp32: exp(M) sums can overflow fp16.
     z0f, z1f = zT[0:1].float(), zT[1:2].float()
 
-    def tick():
+    def tick(t: int, x: torch.Tensor):
         if progress is not None:
             progress.update(1)
+        if on_step is not None:  # e.g. the benchmark's high-frequency energy per step (Fig. 5c)
+            on_step(t, x)
 
     with reference_attention(eps.unet, config.reference_blocks, enabled=config.reference_attention):
         if config.fusion == "direct":
@@ -59,11 +62,11 @@ def denoise_chunk(eps: EpsModel, schedule: DDIMSchedule, state: PairState, delta
             z_d = recombine(x0_d, eps_d, schedule.alpha_bar(T)).to(dtype)
             x = torch.cat([zT, z_d])
             x = ddim_step(x, eps(x, T), T, schedule, x0=torch.cat([x0_end, x0_d.to(dtype)]))
-            tick()
+            tick(T, x)
             steps = ts[1:]
         for t in steps:
             x = ddim_step(x, eps(x, t), t, schedule)
-            tick()
+            tick(t, x)
     return x
 
 

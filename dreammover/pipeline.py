@@ -154,7 +154,7 @@ class DreamMover:
     # -- steps 6-11: fused denoising in chunks ---------------------------------------------------------
     @torch.no_grad()
     def denoise(self, state: PairState, deltas: Sequence[float], config: InterpolationConfig,
-                profile: StageProfile | None = None, progress: bool = False) -> torch.Tensor:
+                profile: StageProfile | None = None, progress: bool = False, on_step=None) -> torch.Tensor:
         """Steps 6-11 for the given deltas, `frames_per_batch` at a time; returns [2+len(deltas),C,h,w]."""
         state = state.to(self.device, self.dtype)
         schedule, eps = self.schedule(config), self.eps_model(state.text_emb, profile)
@@ -163,7 +163,7 @@ class DreamMover:
         ends, frames = None, []
         with tqdm(total=steps * len(parts), desc="denoising", disable=not progress, leave=False) as bar:
             for part in parts:
-                out = denoise_chunk(eps, schedule, state, part, config, progress=bar)
+                out = denoise_chunk(eps, schedule, state, part, config, progress=bar, on_step=on_step)
                 ends = out[:2] if ends is None else ends
                 frames.append(out[2:])
         return torch.cat([ends, *frames]) if frames else state.z_T
