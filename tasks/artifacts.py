@@ -1,0 +1,108 @@
+"""Cache keys and safetensors artifacts: how tensors travel between tasks (by URI, never pickled).
+
+A key is a hash of exactly the inputs that determine an artifact (DESIGN §4), so the key
+doubles as the Prefect cache key and as the artifact's name in the cache storage: a re-run,
+another chunk of the same pair, or another machine sharing the cache finds it either way.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from typing import Iterable
+
+import numpy as np
+import torch
+
+import dreammover
+from dreammover.config import INVERSION_FIELDS, LORA_FIELDS, InterpolationConfig
+
+from .storage import open_storage, read_uri
+
+# Fields that never change a rendered frame: batching/memory knobs, and num_frames, whose effect
+# (the deltas) is keyed explicitly per chunk. keep_inputs only matters to decode. Listing what to
+# *exclude* means a field added to the config later invalidates rendered frames by default.
+NON_RENDER_FIELDS = ("frames_per_batch", "decode_batch", "flow_chunk_rows", "num_frames", "keep_inputs")
+
+
+def digest(*parts) -> str:
+    """Stable short hash of JSON-able parts (sorted keys: dict order never changes a key)."""
+    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def images_hash(images: Iterable[np.ndarray]) -> str:
+    """Content hash of prepared images (pixels and shapes), the pair's identity in every cache key."""
+    h = hashlib.sha256()
+    for im in images:
+        h.update(str(im.shape).encode())
+        h.update(np.ascontiguousarray(im).tobytes())
+    return h.hexdigest()[:24]
+
+
+def lora_key(pair_hash: str, identity: str, config: InterpolationConfig, cache: str) -> str:
+    # The cache root is part of every key: a cached result must point into the storage in use.
+    return digest("lora", dreammover.__version__, pair_hash, identity, config.subset(LORA_FIELDS), cache)
+
+
+def inversion_key(pair_hash: str, identity: str, config: InterpolationConfig, cache: str) -> str:
+    return digest("inversion", dreammover.__version__, pair_hash, identity, config.subset(INVERSION_FIELDS), cache)
+
+
+def render_fields(config: InterpolationConfig) -> dict:
+    return {k: v for k, v in config.model_dump().items() if k not in NON_RENDER_FIELDS}
+
+
+def chunk_key(state_key: str, deltas: list[float], config: InterpolationConfig) -> str:
+    return digest("chunk", state_key, [round(d, 12) for d in deltas], render_fields(config))
+
+
+def frames_key(chunk_keys: list[str], config: InterpolationConfig) -> str:
+    return digest("frames", chunk_keys, config.keep_inputs)
+
+
+# -- safetensors artifacts ----------------------------------------------------------------------------
+
+
+def put_tensors(cache: str, key: str, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> str:
+    """Write tensors as one safetensors object at <cache>/<key>; return its URI."""
+    from safetensors.torch import save
+
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                metadata={k: str(v) for k, v in (metadata or {}).items()})
+    return open_storage(cache).write_bytes(key, data)
+
+
+def get_tensors(uri: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors object by URI: (tensors, string metadata)."""
+    from safetensors.torch import load
+
+    data = read_uri(uri)
+    return load(data), safetensors_metadata(data)
+
+
+def safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The __metadata__ of a safetensors blob (its header is 8-byte length + JSON)."""
+    (n,) = struct.unpack("<Q", data[:8])
+    return dict(json.loads(data[8:8 + n]).get("__metadata__", {}))
+
+
+def put_images(cache: str, key: str, images: list[np.ndarray], metadata: dict | None = None) -> str:
+    """uint8 RGB frames [H,W,3] as one [B,H,W,3] tensor."""
+    return put_tensors(cache, key, {"images": torch.from_numpy(np.stack(images))}, metadata)
+
+
+def get_images(uri: str) -> list[np.ndarray]:
+    tensors, _ = get_tensors(uri)
+    return list(tensors["images"].numpy())
+
+
+def cached(kind: str, key_of):
+    """Prefect options for a task whose small JSON result (URIs + stats) is cached under `key_of(params)`.
+
+    Results are persisted as JSON, never pickled: the tensors themselves live in the cache storage.
+    """
+    def cache_key_fn(context, parameters: dict) -> str:
+        return f"dreammover-{kind}-{key_of(parameters)}"
+
+    return dict(cache_key_fn=cache_key_fn, persist_result=True, result_serializer="json")

@@ -1,0 +1,38 @@
+"""Step 12 as a task: VAE-decode all chunks into the clip's frames, in clip order."""
+from __future__ import annotations
+
+import torch
+from prefect import get_run_logger, task
+
+from dreammover.config import InterpolationConfig
+
+from .artifacts import cached, frames_key, get_images, get_tensors, put_images
+from .models import GPU_TAG, MODELS, ModelSpec
+from .storage import open_storage
+
+
+def _key(p: dict) -> str:
+    return frames_key([c["key"] for c in p["chunks"]], p["config"])
+
+
+@task(name="decode-frames", tags=[GPU_TAG], **cached("frames", _key))
+def decode_frames(chunks: list[dict], prepared: dict, model: ModelSpec, config: InterpolationConfig,
+                  cache: str) -> dict:
+    """uint8 frames [end0, frames..., end1] as one safetensors URI."""
+    key = frames_key([c["key"] for c in chunks], config)
+    name, store = f"frames/{key}.safetensors", open_storage(cache)
+    parts = [get_tensors(c["uri"])[0]["latents"] for c in chunks]
+    count = 2 + sum(p.shape[0] - 2 for p in parts)
+    out = {"key": key, "uri": store.uri(name), "count": count, "computed": False}
+    if store.exists(name):
+        return out
+    # Every chunk carries both endpoints (identical by construction); decode them once.
+    latents = torch.cat([parts[0][:2], *[p[2:] for p in parts]])
+    with MODELS.use(model) as m:
+        frames = m.dm.decode(latents.to(m.dm.dtype), config.decode_batch)
+    if config.keep_inputs:
+        frames[0], frames[1] = get_images(prepared["uri"])
+    clip = [frames[0], *frames[2:], frames[1]]
+    put_images(cache, name, clip)
+    get_run_logger().info("decoded %d frames", len(clip))
+    return {**out, "computed": True}

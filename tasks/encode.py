@@ -1,0 +1,28 @@
+"""Step 13 as a task: ffmpeg-encode the frames (cheap, so never cached: fps/format changes redo only this)."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from dreammover.video import write_video
+
+from .artifacts import get_images
+from .storage import open_storage
+
+FORMATS = ("mp4", "webm", "gif")
+
+
+@task(name="encode-clip", cache_policy=NO_CACHE)
+def encode_clip(frames: dict, fps: float, fmt: str, cache: str) -> dict:
+    """Encode to <cache>/clips/<frames key>-<fps>fps.<fmt>; returns its URI."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unsupported clip format {fmt!r}: use one of {', '.join(FORMATS)}")
+    images = get_images(frames["uri"])
+    with tempfile.TemporaryDirectory(prefix="dreammover-encode-") as tmp:
+        path = write_video(images, Path(tmp) / f"clip.{fmt}", fps=fps)
+        uri = open_storage(cache).upload(path, f"clips/{frames['key']}-{fps:g}fps.{fmt}")
+    get_run_logger().info("encoded %d frames at %g fps (%s)", len(images), fps, fmt)
+    return {"uri": uri, "frames": len(images), "fps": fps, "format": fmt}

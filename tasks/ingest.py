@@ -1,0 +1,120 @@
+"""Ingest: find the pairs of an archive (layout or manifest) and fetch one pair's photos.
+
+Layout: `<source>/<pair-id>/0.<ext>` and `<source>/<pair-id>/1.<ext>` (pair ids may be nested
+paths, e.g. `2024/dog`; other files in a pair folder are ignored). Manifest: a JSON list (or
+{"pairs": [...]}) / YAML list / CSV with columns id,image0,image1; relative image paths are
+resolved against the source.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections import defaultdict
+from pathlib import Path, PurePosixPath
+from typing import Optional
+
+from prefect import get_run_logger, task
+from pydantic import BaseModel
+
+from .storage import is_remote, open_storage, read_uri, split_uri
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$")
+
+
+class PairSpec(BaseModel):
+    """One pair of an archive; `problem` says why it cannot run (it is reported, never raised)."""
+
+    id: str
+    image0: str = ""
+    image1: str = ""
+    problem: Optional[str] = None
+
+
+def _check_id(pair_id: str) -> Optional[str]:
+    if not _SAFE_ID.match(pair_id) or ".." in pair_id.split("/"):
+        return f"pair id {pair_id!r} is not a safe relative name (letters, digits, . _ - and /)"
+    return None
+
+
+def discover_pairs(source: str, manifest: str | None = None) -> list[PairSpec]:
+    """All pairs under `source`, sorted by id; malformed folders come back with a problem."""
+    store = open_storage(source)
+    if manifest:
+        return _from_manifest(store, manifest)
+    folders: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"0": [], "1": []})
+    for key in store.list():
+        p = PurePosixPath(key)
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.stem in ("0", "1"):
+            folders[str(p.parent)][p.stem].append(key)
+    pairs = []
+    for folder, found in sorted(folders.items()):
+        # Photos directly under the source: the source is itself one pair, named after its folder.
+        pair_id = folder if folder != "." else (PurePosixPath(store.uri()).name or "pair")
+        problem = _check_id(pair_id)
+        for side in ("0", "1"):
+            if not found[side]:
+                problem = problem or f"no {side}.<image> in {store.uri(folder)}"
+            elif len(found[side]) > 1:
+                problem = problem or f"several {side}.* images: {', '.join(sorted(found[side]))}"
+        uri = {s: store.uri(found[s][0]) if len(found[s]) == 1 else "" for s in ("0", "1")}
+        pairs.append(PairSpec(id=pair_id, image0=uri["0"], image1=uri["1"], problem=problem))
+    return pairs
+
+
+def _from_manifest(store, manifest: str) -> list[PairSpec]:
+    text = read_uri(manifest).decode()
+    suffix = PurePosixPath(manifest).suffix.lower()
+    if suffix == ".csv":
+        rows = list(csv.DictReader(io.StringIO(text)))
+    elif suffix in {".yaml", ".yml"}:
+        import yaml
+        rows = yaml.safe_load(text)
+    else:
+        rows = json.loads(text)
+    if isinstance(rows, dict):
+        rows = rows.get("pairs", [])
+    if not isinstance(rows, list):
+        raise ValueError(f"{manifest}: expected a list of {{id, image0, image1}} entries")
+
+    def resolve(ref: str) -> str:
+        ref = (ref or "").strip()
+        if not ref or "://" in ref or Path(ref).is_absolute():
+            return ref
+        return store.uri(ref)
+
+    pairs = []
+    for i, row in enumerate(rows):
+        pair_id = str(row.get("id") or f"pair-{i:04d}")
+        spec = PairSpec(id=pair_id, image0=resolve(row.get("image0", "")), image1=resolve(row.get("image1", "")))
+        missing = [s for s in ("image0", "image1") if not getattr(spec, s)]
+        spec.problem = _check_id(pair_id) or (f"manifest entry {i} lacks {', '.join(missing)}" if missing else None)
+        pairs.append(spec)
+    duplicates = {p.id for p in pairs if sum(q.id == p.id for q in pairs) > 1}
+    for p in pairs:
+        if p.id in duplicates:
+            p.problem = p.problem or f"pair id {p.id!r} appears more than once in the manifest"
+    return pairs
+
+
+@task(name="list-pairs", retries=2, retry_delay_seconds=5)
+def list_pairs(source: str, manifest: Optional[str] = None) -> list[PairSpec]:
+    """Walk an S3 prefix or local folder (or read a manifest) for pairs."""
+    pairs = discover_pairs(source, manifest)
+    get_run_logger().info("found %d pair(s) under %s", len(pairs), source)
+    return pairs
+
+
+@task(name="download-pair", retries=2, retry_delay_seconds=5)
+def download_pair(image0: str, image1: str, workdir: str) -> tuple[str, str]:
+    """Local paths of both photos: remote ones are downloaded into `workdir`, local ones used in place."""
+    out = []
+    for side, uri in (("0", image0), ("1", image1)):
+        if not is_remote(uri):
+            out.append(str(Path(uri.removeprefix("file://"))))
+            continue
+        store, name = split_uri(uri)
+        out.append(str(store.download(name, Path(workdir) / f"{side}{PurePosixPath(name).suffix}")))
+    return out[0], out[1]

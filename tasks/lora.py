@@ -1,0 +1,50 @@
+"""Step 1 as a task: fit the pair's LoRA once per (pair, model, LoRA fields) and keep it as safetensors."""
+from __future__ import annotations
+
+import time
+
+from prefect import get_run_logger, task
+
+from dreammover.config import InterpolationConfig
+
+from .artifacts import cached, get_images, lora_key, put_tensors
+from .models import GPU_TAG, MODELS, ModelSpec
+from .storage import open_storage
+
+
+def _key(p: dict) -> str:
+    return lora_key(p["prepared"]["hash"], p["identity"], p["config"], p["cache"])
+
+
+@task(name="fit-lora", tags=[GPU_TAG], **cached("lora", _key))
+def fit_pair_lora(prepared: dict, model: ModelSpec, identity: str, config: InterpolationConfig, cache: str) -> dict:
+    """LoRA weights URI (None when LoRA is off); reuses an artifact already in the cache storage."""
+    key = lora_key(prepared["hash"], identity, config, cache)
+    out = {"key": key, "rank": config.lora_rank, "uri": None, "computed": False, "unet_evals": 0, "seconds": 0.0}
+    if not (config.lora and config.lora_steps > 0):
+        return out
+    name, store = f"lora/{key}.safetensors", open_storage(cache)
+    if store.exists(name):  # e.g. Prefect's result store was wiped but the shared cache was not
+        get_run_logger().info("reusing LoRA %s", key[:12])
+        return {**out, "uri": store.uri(name)}
+    with MODELS.use(model) as m:
+        _check_identity(m.identity, identity)
+        images = get_images(prepared["uri"])
+        start = time.perf_counter()
+        emb = m.dm.encode_prompt(config.prompt)
+        z0 = m.dm.encode_images(images)
+        state, losses = m.dm.fit_lora(z0, emb, config)
+        m.forget_lora()  # fit_lora left its adapter active; say so only once the weights have a URI
+        uri = put_tensors(cache, name, state, {"rank": config.lora_rank, "adapter": "dreammover", "pair": prepared["hash"]})
+        m.active_lora = uri
+        seconds = time.perf_counter() - start
+    get_run_logger().info("fitted LoRA rank %d in %.1fs (loss %.4f -> %.4f)", config.lora_rank, seconds,
+                          losses[0], losses[-1])
+    return {**out, "uri": uri, "computed": True, "unet_evals": int(z0.shape[0] * config.lora_steps),
+            "seconds": seconds, "final_loss": losses[-1]}
+
+
+def _check_identity(loaded: str, expected: str) -> None:
+    # Keys were computed from `expected`; running another model under them would poison the cache.
+    if loaded != expected:
+        raise RuntimeError(f"model identity changed under a cache key: loaded {loaded!r}, key has {expected!r}")

@@ -1,0 +1,109 @@
+"""The documented in-process model cache: a worker process loads a model once and holds at most one.
+
+Loading SD1.5 takes seconds and gigabytes, so every model task in a process (each δ chunk of
+every pair) reuses the same `DreamMover`. The UNet carries mutable state (the active LoRA
+adapter), so tasks use it under one lock: within a process one model task runs at a time,
+which is also what one GPU can do. Asking for a different model drops the old one first, so a
+GPU never holds two.
+"""
+from __future__ import annotations
+
+import gc
+import threading
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict
+
+from dreammover.models import DEFAULT_MODEL
+
+# Concurrency tag on every task that runs the model; a Prefect tag concurrency limit on it
+# (deploy/README in docs/pipeline.md) bounds model tasks per GPU across the work pool.
+GPU_TAG = "dreammover-gpu"
+
+
+class ModelSpec(BaseModel):
+    """Which weights to run, where: the in-process cache key (model id/path, VAE, device, dtype)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str = DEFAULT_MODEL
+    vae: Optional[str] = None
+    device: Optional[str] = None
+    dtype: Optional[str] = None
+
+
+class LoadedModel:
+    """A DreamMover plus which LoRA is active on its UNet (so chunks of one pair do not reload it)."""
+
+    def __init__(self, spec: ModelSpec):
+        from dreammover import DreamMover
+
+        self.spec = spec
+        self.dm = DreamMover.from_pretrained(spec.model, vae=spec.vae, device=spec.device, dtype=spec.dtype)
+        self.active_lora: str | None = "<unset>"
+
+    @property
+    def identity(self) -> str:
+        return self.dm.components.identity
+
+    def activate_lora(self, uri: str | None, rank: int = 16) -> None:
+        """Make the pair's LoRA (a safetensors URI) active, or the plain UNet for None."""
+        if uri == self.active_lora:
+            return
+        if uri is None:
+            self.dm.use_lora(None, rank)
+        else:
+            from .artifacts import get_tensors
+
+            state, meta = get_tensors(uri)
+            self.dm.use_lora(state, int(meta.get("rank", rank)))
+        self.active_lora = uri
+
+    def forget_lora(self) -> None:
+        """Called after fit_lora changed the adapter behind our back."""
+        self.active_lora = "<unset>"
+
+
+class ModelCache:
+    """At most one loaded model per process, used by one task at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._current: LoadedModel | None = None
+
+    @contextmanager
+    def use(self, spec: ModelSpec) -> Iterator[LoadedModel]:
+        with self._lock:
+            if self._current is None or self._current.spec != spec:
+                self._drop()
+                self._current = LoadedModel(spec)
+            yield self._current
+
+    def _drop(self) -> None:
+        if self._current is None:
+            return
+        device = self._current.dm.device
+        self._current = None
+        gc.collect()
+        if device.type == "cuda":
+            import torch
+            torch.cuda.empty_cache()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._drop()
+
+
+# The one process-wide mutable global, on purpose: see the module docstring.
+MODELS = ModelCache()
+
+
+
+@task(name="load-model", tags=[GPU_TAG], cache_policy=NO_CACHE)
+def load_model(model: ModelSpec) -> str:
+    """Load (once per process) and return the model identity that goes into every cache key."""
+    with MODELS.use(model) as m:
+        return m.identity

@@ -1,0 +1,27 @@
+"""Step 0 as a task: both photos to one working size, stored once under their content hash."""
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from dreammover.config import InterpolationConfig
+from dreammover.images import load_image, prepare_pair
+
+from .artifacts import images_hash, put_images
+from .storage import open_storage
+
+
+@task(name="prepare-images", cache_policy=NO_CACHE)
+def prepare_images(image0: str, image1: str, config: InterpolationConfig, cache: str) -> dict:
+    """Load (EXIF-aware) and prepare both photos; their hash is the pair's identity in every cache key.
+
+    Not cached by Prefect on purpose: it is cheap, and it is what notices a photo that changed.
+    """
+    im0, im1 = prepare_pair(load_image(image0), load_image(image1), config.size, config.resize_policy)
+    h = images_hash([im0, im1])
+    key = f"prepared/{h}.safetensors"
+    uri = open_storage(cache).uri(key)
+    if not open_storage(cache).exists(key):
+        uri = put_images(cache, key, [im0, im1])
+    get_run_logger().info("prepared %dx%d pair %s", im0.shape[1], im0.shape[0], h[:12])
+    return {"uri": uri, "hash": h, "height": int(im0.shape[0]), "width": int(im0.shape[1])}

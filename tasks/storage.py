@@ -1,0 +1,208 @@
+"""One small storage interface over URIs, with a local-filesystem and an S3 implementation.
+
+Every input, cache artifact and output of the pipeline is named by a URI: a local path
+(`/data/in`, `file:///data/in`) or `s3://bucket/key`. S3 goes through boto3 with the standard
+AWS configuration chain (env vars, ~/.aws, instance roles); `AWS_ENDPOINT_URL` (or
+`AWS_ENDPOINT_URL_S3`) points it at MinIO, R2 or a test server, and
+`DREAMMOVER_S3_ADDRESSING_STYLE=path` forces path-style requests for servers that need them.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from abc import ABC, abstractmethod
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message names the URI."""
+
+
+class Storage(ABC):
+    """A root (local folder or bucket + prefix); keys are '/'-separated paths relative to it."""
+
+    @abstractmethod
+    def uri(self, key: str = "") -> str: ...
+
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def write_bytes(self, key: str, data: bytes) -> str:
+        """Write atomically (readers never see half an object); return the object's URI."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """All object keys under `prefix` (recursive), sorted, relative to this root."""
+
+    def download(self, key: str, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.read_bytes(key))
+        return path
+
+    def upload(self, path: str | Path, key: str) -> str:
+        return self.write_bytes(key, Path(path).read_bytes())
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+class LocalStorage(Storage):
+    """A local folder: the embedded default, no services needed."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve() if key else self.root
+        if path != self.root and self.root not in path.parents:
+            raise StorageError(f"key {key!r} escapes {self.root}")
+        return path
+
+    def uri(self, key: str = "") -> str:
+        return str(self._path(key))
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except OSError as err:
+            raise StorageError(f"cannot read {self.uri(key)}: {err.strerror or err}") from err
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")  # rename is atomic on one filesystem
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        return str(path)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self._path(prefix)
+        if base.is_file():
+            return [prefix]
+        if not base.is_dir():
+            return []
+        keys = [p.relative_to(self.root).as_posix() for p in base.rglob("*")
+                if p.is_file() and not p.name.startswith(".")]
+        return sorted(keys)
+
+    def download(self, key: str, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.copyfile(self._path(key), path)
+        except OSError as err:
+            raise StorageError(f"cannot read {self.uri(key)}: {err.strerror or err}") from err
+        return path
+
+
+class S3Storage(Storage):
+    """An S3 bucket + prefix (AWS, MinIO, R2, ...), via boto3 and the standard credential chain."""
+
+    def __init__(self, bucket: str, prefix: str = "", client=None):
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.client = client or s3_client()
+
+    def _key(self, key: str) -> str:
+        return _join(self.prefix, key)
+
+    def uri(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def read_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except ClientError as err:
+            raise StorageError(f"cannot read {self.uri(key)}: {err.response['Error'].get('Code')}") from err
+
+    def write_bytes(self, key: str, data: bytes) -> str:
+        # A single PUT is atomic in S3: readers see the old object or the whole new one.
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        return self.uri(key)
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as err:
+            if err.response["Error"].get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return False
+            raise
+
+    def list(self, prefix: str = "") -> list[str]:
+        full = self._key(prefix)
+        full = full + "/" if full and not full.endswith("/") else full
+        keys = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+            keys += [o["Key"] for o in page.get("Contents", [])]
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        return sorted(k[cut:] for k in keys)
+
+
+def s3_client():
+    """A boto3 S3 client from the standard chain; endpoint/region come from AWS_* env vars or config files."""
+    import boto3
+    from botocore.config import Config
+
+    style = os.environ.get("DREAMMOVER_S3_ADDRESSING_STYLE")
+    cfg = Config(retries={"max_attempts": 5, "mode": "standard"},
+                 s3={"addressing_style": style} if style else None)
+    return boto3.session.Session().client("s3", config=cfg)
+
+
+def open_storage(uri: str | Path) -> Storage:
+    """The storage rooted at `uri`: s3://bucket/prefix, file:///path or a plain local path."""
+    uri = str(uri)
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise StorageError(f"{uri}: no bucket in S3 URI")
+        return S3Storage(parsed.netloc, parsed.path)
+    if parsed.scheme == "file":
+        return LocalStorage(parsed.path)
+    if parsed.scheme and len(parsed.scheme) > 1:  # 'C:' style drive letters are local paths
+        raise StorageError(f"{uri}: unsupported storage scheme {parsed.scheme!r} (use a local path or s3://)")
+    return LocalStorage(uri)
+
+
+def split_uri(uri: str | Path) -> tuple[Storage, str]:
+    """(storage of the parent, object name) for a URI naming one object."""
+    uri = str(uri).rstrip("/")
+    parent, _, name = uri.rpartition("/")
+    if not name:
+        raise StorageError(f"{uri}: not an object URI")
+    if uri.startswith("s3://") and "/" not in uri[5:]:
+        raise StorageError(f"{uri}: names a bucket, not an object")
+    return open_storage(parent or "."), name
+
+
+def read_uri(uri: str) -> bytes:
+    store, name = split_uri(uri)
+    return store.read_bytes(name)
+
+
+def write_uri(uri: str, data: bytes) -> str:
+    store, name = split_uri(uri)
+    return store.write_bytes(name, data)
+
+
+def uri_exists(uri: str) -> bool:
+    store, name = split_uri(uri)
+    return store.exists(name)
+
+
+def is_remote(uri: str) -> bool:
+    return str(uri).startswith("s3://")
