@@ -96,7 +96,7 @@ def interpolate_pair(image0: str, image1: str, output: str = "out.mp4",
     cache, fmt = cache or default_cache(), clip_format(output)
     with tempfile.TemporaryDirectory(prefix="dreammover-pair-") as workdir:
         local0, local1 = download_pair(image0, image1, workdir)
-        prepared = prepare_images(local0, local1, config, cache)
+        prepared = prepare_images(local0, local1, config, cache, sources=(image0, image1))
     identity = load_model(model)
 
     common = dict(prepared=prepared, model=model, identity=identity, config=config, cache=cache)

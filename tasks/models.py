@@ -92,6 +92,11 @@ class ModelCache:
             import torch
             torch.cuda.empty_cache()
 
+    def __reduce__(self):
+        # Task functions are shipped to Dask workers by value, with the globals they use; the cache
+        # must arrive as "that process's cache", not as a copy of this one (with its lock).
+        return (_process_cache, ())
+
     def clear(self) -> None:
         with self._lock:
             self._drop()
@@ -99,6 +104,10 @@ class ModelCache:
 
 # The one process-wide mutable global, on purpose: see the module docstring.
 MODELS = ModelCache()
+
+
+def _process_cache() -> ModelCache:
+    return MODELS
 
 
 

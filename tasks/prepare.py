@@ -5,19 +5,27 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from dreammover.config import InterpolationConfig
-from dreammover.images import load_image, prepare_pair
+from dreammover.images import ImageInputError, load_image, prepare_pair
 
 from .artifacts import images_hash, put_images
 from .storage import open_storage
 
 
 @task(name="prepare-images", cache_policy=NO_CACHE)
-def prepare_images(image0: str, image1: str, config: InterpolationConfig, cache: str) -> dict:
+def prepare_images(image0: str, image1: str, config: InterpolationConfig, cache: str,
+                   sources: tuple[str, str] | None = None) -> dict:
     """Load (EXIF-aware) and prepare both photos; their hash is the pair's identity in every cache key.
 
     Not cached by Prefect on purpose: it is cheap, and it is what notices a photo that changed.
     """
-    im0, im1 = prepare_pair(load_image(image0), load_image(image1), config.size, config.resize_policy)
+    try:
+        im0, im1 = prepare_pair(load_image(image0), load_image(image1), config.size, config.resize_policy)
+    except ImageInputError as err:
+        # Name the photo as the user knows it (its URI), not the download's temporary path.
+        message = str(err)
+        for local, source in zip((image0, image1), sources or (image0, image1)):
+            message = message.replace(local, source)
+        raise ImageInputError(message) from err
     h = images_hash([im0, im1])
     key = f"prepared/{h}.safetensors"
     uri = open_storage(cache).uri(key)

@@ -1,0 +1,146 @@
+"""`dreammover run-pair` / `dreammover run-archive`: the Prefect flows, embedded (no server to start).
+
+Registered on the core typer app through the `dreammover.cli` entry point. Prefect is imported
+inside the commands only, so `dreammover interpolate` does not pay for it. Without
+PREFECT_API_URL, Prefect runs a temporary local API on SQLite for the duration of the command;
+with it, the runs show up on that server.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+# Exit codes: 0 all pairs done or skipped; 2 bad input/usage; 3 partial (some pairs failed);
+# 4 nothing succeeded. Kept in sync with flows.archive.EXIT_CODES (not imported: that pulls Prefect).
+EXIT_BAD_INPUT, EXIT_PARTIAL, EXIT_FAILED = 2, 3, 4
+
+MODEL = typer.Option("stable-diffusion-v1-5/stable-diffusion-v1-5", "--model",
+                     help="'tiny', a hub id, a diffusers folder or a .safetensors file")
+VAE = typer.Option(None, "--vae", help="separate VAE (hub id, folder or file)")
+FRAMES = typer.Option(None, "--frames", min=1, help="in-between frames N (the clip has N+2) [default: 32]")
+SIZE = typer.Option(None, "--size", min=64, help="long side in pixels (rounded to 64) [default: 512]")
+PROMPT = typer.Option(None, "--prompt")
+SEED = typer.Option(None, "--seed")
+FPB = typer.Option(None, "--frames-per-batch", min=1, help="δ values per chunk (the unit of fan-out)")
+FPS = typer.Option(10.0, "--fps", min=0.1)
+DEVICE = typer.Option(None, "--device", help="cpu, cuda, cuda:1, mps (default: best available)")
+DTYPE = typer.Option(None, "--dtype", help="fp16 | bf16 | fp32 (default fp16 on CUDA)")
+CONFIG = typer.Option(None, "--config", help="JSON/YAML file of InterpolationConfig fields")
+CACHE = typer.Option(None, "--cache", help="artifact cache: folder or s3://bucket/prefix "
+                                           "[default: $DREAMMOVER_HOME/pipeline-cache]")
+DASK = typer.Option(None, "--dask", help="run δ chunks on Dask: 'local[:N]', 'processes[:N]' or a scheduler address")
+REFRESH = typer.Option("none", "--refresh", help="recompute despite caches: none | frames | all")
+
+
+def _setup_env() -> None:
+    # Embedded runs talk to no one by default: no usage analytics from the temporary server.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _config(config_file, **overrides):
+    from dreammover.cli import fail
+    from dreammover.config_io import load_config_file
+
+    try:
+        return load_config_file(config_file, **overrides)
+    except (ValueError, OSError) as err:
+        fail(f"bad configuration: {err}", EXIT_BAD_INPUT)
+
+
+def _check_refresh(refresh: str) -> None:
+    from dreammover.cli import fail
+
+    if refresh not in ("none", "frames", "all"):
+        fail(f"--refresh must be none, frames or all (got {refresh!r})", EXIT_BAD_INPUT)
+
+
+def run_pair(
+    image0: str = typer.Argument(..., help="first photo (path or s3:// URI)"),
+    image1: str = typer.Argument(..., help="second photo (path or s3:// URI)"),
+    output: str = typer.Option("out.mp4", "-o", "--output", help="clip (.mp4/.webm/.gif; path or s3:// URI); "
+                                                                 "a .json summary is written next to it"),
+    model: str = MODEL, vae: Optional[str] = VAE, frames: Optional[int] = FRAMES, size: Optional[int] = SIZE,
+    prompt: Optional[str] = PROMPT, seed: Optional[int] = SEED, frames_per_batch: Optional[int] = FPB,
+    fps: float = FPS, device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
+    config_file: Optional[Path] = CONFIG, cache: Optional[str] = CACHE, dask: Optional[str] = DASK,
+    refresh: str = REFRESH,
+) -> None:
+    """Interpolate one pair with the Prefect pair flow (cached LoRA / inversion; chunked δ fan-out)."""
+    from dreammover.cli import fail
+
+    _setup_env()
+    _check_refresh(refresh)
+    config = _config(config_file, num_frames=frames, size=size, prompt=prompt, seed=seed,
+                     frames_per_batch=frames_per_batch)
+    for uri in (image0, image1):  # a clear message now beats a failed flow run later
+        if "://" not in uri and not Path(uri).is_file():
+            fail(f"{uri}: file not found", EXIT_BAD_INPUT)
+    from flows.pair import clip_format, interpolate_pair
+    from tasks.models import ModelSpec
+
+    try:
+        clip_format(output)
+    except ValueError as err:
+        fail(str(err), EXIT_BAD_INPUT)
+    state = interpolate_pair(image0, image1, output, config=config, fps=fps, cache=cache, dask=dask,
+                             refresh=refresh, model=ModelSpec(model=model, vae=vae, device=device, dtype=dtype),
+                             return_state=True)
+    if not state.is_completed():
+        exc = state.result(raise_on_failure=False)
+        fail(f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(state.message), EXIT_FAILED)
+    summary = state.result()
+    stages = ", ".join(f"{k} {v['status']}" for k, v in summary["stages"].items() if "status" in v)
+    typer.echo(f"wrote {summary['output']} ({summary['frames']} frames at {fps:g} fps; {stages}; "
+               f"{summary['seconds']:.1f}s)")
+
+
+def run_archive(
+    source: str = typer.Argument(..., help="folder or s3:// prefix laid out as <pair-id>/0.*, <pair-id>/1.*"),
+    output: str = typer.Option(..., "-o", "--output", help="folder or s3:// prefix for <pair-id>.<fmt> + .json"),
+    manifest: Optional[str] = typer.Option(None, "--manifest", help="JSON/YAML/CSV list of {id, image0, image1}"),
+    force: bool = typer.Option(False, "--force", help="re-render pairs whose clip already exists"),
+    fmt: str = typer.Option("mp4", "--format", help="mp4 | webm | gif"),
+    deployment: Optional[str] = typer.Option(None, "--deployment", help="run each pair as a flow run of this "
+                                             "deployment (e.g. interpolate-pair/gpu) instead of in this process"),
+    model: str = MODEL, vae: Optional[str] = VAE, frames: Optional[int] = FRAMES, size: Optional[int] = SIZE,
+    prompt: Optional[str] = PROMPT, seed: Optional[int] = SEED, frames_per_batch: Optional[int] = FPB,
+    fps: float = FPS, device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
+    config_file: Optional[Path] = CONFIG, cache: Optional[str] = CACHE, dask: Optional[str] = DASK,
+    refresh: str = REFRESH,
+) -> None:
+    """Interpolate every pair of an archive; exit 0 ok, 3 partial (some pairs failed), 4 all failed."""
+    from dreammover.cli import fail
+
+    _setup_env()
+    _check_refresh(refresh)
+    config = _config(config_file, num_frames=frames, size=size, prompt=prompt, seed=seed,
+                     frames_per_batch=frames_per_batch)
+    if "://" not in source and not Path(source).is_dir():
+        fail(f"{source}: no such folder", EXIT_BAD_INPUT)
+    from flows.archive import EXIT_CODES, interpolate_archive
+    from tasks.models import ModelSpec
+
+    state = interpolate_archive(source, output, config=config, fps=fps, fmt=fmt, manifest=manifest, force=force,
+                                cache=cache, dask=dask, refresh=refresh, pair_deployment=deployment,
+                                model=ModelSpec(model=model, vae=vae, device=device, dtype=dtype), return_state=True)
+    if not state.is_completed():
+        exc = state.result(raise_on_failure=False)
+        fail(f"archive run failed: {type(exc).__name__}: {exc}" if isinstance(exc, BaseException)
+             else str(state.message), EXIT_FAILED)
+    report = state.result()
+    for entry in report["pairs"]:
+        detail = entry.get("reason") if entry["status"] != "done" else entry.get("output")
+        typer.echo(f"  {entry['status']:<8} {entry['pair']}: {detail}")
+    typer.echo(json.dumps({k: report[k] for k in ("status", "done", "skipped", "failed", "report")}))
+    raise typer.Exit(EXIT_CODES[report["status"]])
+
+
+def register(app: typer.Typer) -> None:
+    """Entry point of the `dreammover.cli` group: add the pipeline commands to the core CLI."""
+    app.command("run-pair")(run_pair)
+    app.command("run-archive")(run_archive)

@@ -1,0 +1,192 @@
+"""Pipeline pieces that need no Prefect server: cache keys, pair discovery, local storage, CLI wiring."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dreammover import InterpolationConfig
+
+BASE = InterpolationConfig(size=64, num_frames=4, lora_steps=2)
+
+
+def test_lora_key_ignores_fps_frames_and_batching_but_not_rank():
+    from tasks.artifacts import inversion_key, lora_key
+
+    key = lora_key("pairhash", "tiny", BASE, "/cache")
+    # Clip-level knobs must not refit the LoRA or redo the inversion.
+    for change in (dict(num_frames=8), dict(frames_per_batch=1), dict(decode_batch=2), dict(keep_inputs=True),
+                   dict(reference_attention=False), dict(splat_alpha=5.0)):
+        other = BASE.model_copy(update=change)
+        assert lora_key("pairhash", "tiny", other, "/cache") == key, change
+        assert inversion_key("pairhash", "tiny", other, "/cache") == inversion_key("pairhash", "tiny", BASE, "/cache")
+    for change in (dict(lora_rank=4), dict(lora_steps=3), dict(prompt="a dog"), dict(size=128), dict(seed=1)):
+        assert lora_key("pairhash", "tiny", BASE.model_copy(update=change), "/cache") != key, change
+    assert lora_key("otherpair", "tiny", BASE, "/cache") != key
+    assert lora_key("pairhash", "sd15|float16", BASE, "/cache") != key
+    assert lora_key("pairhash", "tiny", BASE, "s3://b/cache") != key
+    # Inversion depends on the schedule; the LoRA does not.
+    steps = BASE.model_copy(update=dict(inversion_steps=20))
+    assert lora_key("pairhash", "tiny", steps, "/cache") == key
+    assert inversion_key("pairhash", "tiny", steps, "/cache") != inversion_key("pairhash", "tiny", BASE, "/cache")
+
+
+def test_chunk_key_depends_on_deltas_and_render_fields_only():
+    from tasks.artifacts import chunk_key, frames_key
+
+    k = chunk_key("state", [0.2, 0.4], BASE)
+    assert chunk_key("state", [0.2, 0.4], BASE.model_copy(update=dict(num_frames=9, frames_per_batch=3))) == k
+    assert chunk_key("state", [0.6, 0.8], BASE) != k
+    assert chunk_key("state2", [0.2, 0.4], BASE) != k
+    assert chunk_key("state", [0.2, 0.4], BASE.model_copy(update=dict(wta_mode="splat"))) != k
+    assert frames_key([k], BASE) != frames_key([k], BASE.model_copy(update=dict(keep_inputs=True)))
+
+
+def test_images_hash_is_content_hash():
+    from tasks.artifacts import images_hash
+
+    a = np.zeros((64, 64, 3), np.uint8)
+    b = a.copy()
+    assert images_hash([a, b]) == images_hash([a.copy(), b.copy()])
+    b[3, 3, 0] = 1
+    assert images_hash([a, b]) != images_hash([a, a])
+    assert images_hash([np.zeros((32, 128, 3), np.uint8)]) != images_hash([np.zeros((64, 64, 3), np.uint8)])
+
+
+def test_local_storage_roundtrip_list_and_escape(tmp_path):
+    from tasks.storage import LocalStorage, StorageError, open_storage, read_uri, uri_exists, write_uri
+
+    store = open_storage(tmp_path / "root")
+    assert isinstance(store, LocalStorage)
+    uri = store.write_bytes("a/b/c.bin", b"xyz")
+    assert read_uri(uri) == b"xyz" and uri_exists(uri) and not store.exists("a/b/d.bin")
+    write_uri(str(tmp_path / "root" / "top.txt"), b"1")
+    assert store.list() == ["a/b/c.bin", "top.txt"]
+    assert store.list("a") == ["a/b/c.bin"] and store.list("nothing") == []
+    assert open_storage(f"file://{tmp_path}/root").read_bytes("top.txt") == b"1"
+    with pytest.raises(StorageError):
+        store.read_bytes("../outside")
+    with pytest.raises(StorageError, match="cannot read"):
+        store.read_bytes("missing.bin")
+    with pytest.raises(StorageError, match="unsupported"):
+        open_storage("gs://bucket/x")
+
+
+def _touch(path, data=b"x"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def test_discover_pairs_layout_nested_and_malformed(tmp_path):
+    from tasks.ingest import discover_pairs
+
+    for pid in ("dog", "2024/lion"):
+        _touch(tmp_path / pid / "0.png")
+        _touch(tmp_path / pid / "1.JPG")
+    _touch(tmp_path / "dog" / "reference.mp4")  # other files in a pair folder are ignored
+    _touch(tmp_path / "half" / "0.png")
+    _touch(tmp_path / "two" / "0.png")
+    _touch(tmp_path / "two" / "0.jpg")
+    _touch(tmp_path / "two" / "1.png")
+    pairs = {p.id: p for p in discover_pairs(str(tmp_path))}
+    assert sorted(pairs) == ["2024/lion", "dog", "half", "two"]
+    assert pairs["dog"].problem is None and pairs["dog"].image1.endswith("dog/1.JPG")
+    assert pairs["2024/lion"].problem is None
+    assert "no 1." in pairs["half"].problem
+    assert "several 0." in pairs["two"].problem
+    # A folder holding 0.* and 1.* itself is one pair named after it.
+    (single,) = discover_pairs(str(tmp_path / "dog"))
+    assert single.id == "dog" and single.problem is None
+
+
+def test_discover_pairs_from_manifest(tmp_path):
+    from tasks.ingest import discover_pairs
+
+    _touch(tmp_path / "x" / "a.png")
+    _touch(tmp_path / "x" / "b.png")
+    manifest = tmp_path / "pairs.json"
+    manifest.write_text(json.dumps({"pairs": [
+        {"id": "first", "image0": "x/a.png", "image1": "x/b.png"},
+        {"id": "abs", "image0": str(tmp_path / "x" / "a.png"), "image1": "s3://bucket/b.png"},
+        {"id": "../evil", "image0": "x/a.png", "image1": "x/b.png"},
+        {"id": "lacking", "image0": "x/a.png"},
+    ]}))
+    pairs = {p.id: p for p in discover_pairs(str(tmp_path), str(manifest))}
+    assert pairs["first"].image0 == str(tmp_path / "x" / "a.png") and pairs["first"].problem is None
+    assert pairs["abs"].image1 == "s3://bucket/b.png"
+    assert "not a safe" in pairs["../evil"].problem
+    assert "lacks image1" in pairs["lacking"].problem
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("id,image0,image1\nfirst,x/a.png,x/b.png\nfirst,x/a.png,x/b.png\n")
+    dup = discover_pairs(str(tmp_path), str(csv))
+    assert len(dup) == 2 and all("more than once" in p.problem for p in dup)
+
+
+def test_report_status_and_exit_codes():
+    from flows.archive import EXIT_CODES, report_status
+    from flows.cli import EXIT_FAILED, EXIT_PARTIAL
+
+    assert report_status(done=2, skipped=1, failed=0) == "ok"
+    assert report_status(done=2, skipped=0, failed=1) == "partial"
+    assert report_status(done=0, skipped=1, failed=1) == "partial"
+    assert report_status(done=0, skipped=0, failed=2) == "failed"
+    assert report_status(done=0, skipped=0, failed=0) == "empty"
+    assert EXIT_CODES["partial"] == EXIT_PARTIAL != EXIT_CODES["ok"]
+    assert EXIT_CODES["failed"] == EXIT_FAILED not in (EXIT_PARTIAL, 0)
+
+
+def test_clip_format_and_summary_uri():
+    from flows.pair import clip_format, summary_uri
+
+    assert clip_format("s3://b/out/dog.mp4") == "mp4" and clip_format("x.GIF") == "gif"
+    with pytest.raises(ValueError, match="must end in"):
+        clip_format("frames/")
+    assert summary_uri("s3://b/out/2024/dog.mp4") == "s3://b/out/2024/dog.json"
+
+
+def test_chunk_runner_choices():
+    from prefect.task_runners import ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from flows.runners import chunk_runner
+
+    assert isinstance(chunk_runner(None), ThreadPoolTaskRunner)
+    local = chunk_runner("local:3")
+    assert isinstance(local, DaskTaskRunner) and local.cluster_kwargs["n_workers"] == 3
+    assert local.cluster_kwargs["processes"] is False
+    assert chunk_runner("processes").cluster_kwargs["processes"] is True
+    assert chunk_runner("tcp://scheduler:8786").address == "tcp://scheduler:8786"
+
+
+def test_cli_registers_pipeline_commands_without_importing_prefect_eagerly():
+    import subprocess
+    import sys
+
+    code = ("import sys, typer; from flows.cli import register; app = typer.Typer(); register(app); "
+            "print(sorted(c.name for c in app.registered_commands)); print('prefect' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == "['run-archive', 'run-pair']"
+    assert out[1] == "False"  # `dreammover interpolate` must not pay for importing Prefect
+
+
+def test_model_cache_holds_one_model(monkeypatch):
+    import tasks.models as models
+
+    loaded = []
+
+    class Fake:
+        def __init__(self, spec):
+            self.spec, self.dm = spec, type("DM", (), {"device": __import__("torch").device("cpu")})()
+            loaded.append(spec.model)
+
+    monkeypatch.setattr(models, "LoadedModel", Fake)
+    cache = models.ModelCache()
+    a, b = models.ModelSpec(model="a"), models.ModelSpec(model="b")
+    with cache.use(a) as first:
+        pass
+    with cache.use(models.ModelSpec(model="a")) as again:
+        assert again is first  # same spec: loaded once per process
+    with cache.use(b) as other:
+        assert other is not first and cache._current is other  # another model replaces, never adds
+    assert loaded == ["a", "b"]
