@@ -31,7 +31,8 @@ def load_image(path: str | Path) -> np.ndarray:
 def working_size(height: int, width: int, long_side: int) -> tuple[int, int]:
     """(h, w) with the long side at `long_side` and both sides rounded to multiples of 64 (at least 64)."""
     scale = long_side / max(height, width)
-    return (max(64, int(round(height * scale / 64)) * 64), max(64, int(round(width * scale / 64)) * 64))
+    # half rounds up (Python round() would send 4.5 down to 4)
+    return (max(64, int(height * scale / 64 + 0.5) * 64), max(64, int(width * scale / 64 + 0.5) * 64))
 
 
 def _resize(img: np.ndarray, h: int, w: int) -> np.ndarray:
