@@ -12,14 +12,18 @@ FUSIONS = ("two_level", "direct")
 
 
 @torch.no_grad()
-def hf_energy_curves(dm, image0, image1, config: InterpolationConfig, delta: float = 0.5) -> dict[str, list]:
+def hf_energy_curves(dm, image0, image1, config: InterpolationConfig, delta: float = 0.5,
+                     lora_active: bool = False) -> dict[str, list]:
     """For each fusion: [(t, ratio)] per denoising step, ratio = HF energy of the step's clean estimate / the inputs'.
 
     One LoRA fit and one inversion serve both fusions (they share steps 1-5); the frame's clean estimate
     z_{t->0} is decoded at every step, as the paper's curve tracks the detail of the emerging image.
+    lora_active: the pair's LoRA is still loaded from interpolate() on the same pair and config (saves a refit).
     """
     images = dm.prepare(image0, image1, config)
-    if config.lora and config.lora_steps > 0:
+    if lora_active:
+        pass
+    elif config.lora and config.lora_steps > 0:
         emb = dm.encode_prompt(config.prompt)
         dm.fit_lora(dm.encode_images(images), emb, config)
     else:

@@ -187,20 +187,29 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> BenchResu
                 contact = result.contact.setdefault(name, {"inputs": inputs})
                 contact[label] = nearest_frames(frames)
                 log(f"[{name}] {label}: WE {sc.we:.4f}  WE_mid {sc.we_mid:.4f}  HF {sc.hf_ratio:.3f}")
+                if label == "dreammover":  # right now the pair's LoRA is still loaded: the curve reuses it
+                    _curve(dm, name, im0, im1, s, result, lora_active=True)
             except Exception as err:  # one failing run is reported and the bench goes on
                 result.problems.append({"pair": name, "method": label, "error": f"{type(err).__name__}: {err}"})
                 log(f"[{name}] {label} failed: {err}\n{traceback.format_exc(limit=3)}")
-        if dm is not None and len(result.curves) < s.hf_pairs:
-            try:
-                from .curves import hf_energy_curves
-
-                result.curves[name] = hf_energy_curves(dm, im0, im1, s.config)
-            except Exception as err:
-                result.problems.append({"pair": name, "method": "hf-curve", "error": f"{type(err).__name__}: {err}"})
+        if dm is not None and "dreammover" not in s.methods:  # ablations only: the curve fits its own LoRA
+            _curve(dm, name, im0, im1, s, result, lora_active=False)
     metrics.finish(result)
     if metrics.lpips is None and "lpips" not in result.skipped:
         result.skipped["lpips"] = "no LPIPS model"
     return result
+
+
+def _curve(dm, name: str, im0, im1, s: BenchSettings, result: BenchResult, lora_active: bool) -> None:
+    """Fig. 5c curve for the first `hf_pairs` pairs; a failure is a reported problem, not an abort."""
+    if len(result.curves) >= s.hf_pairs:
+        return
+    try:
+        from .curves import hf_energy_curves
+
+        result.curves[name] = hf_energy_curves(dm, im0, im1, s.config, lora_active=lora_active)
+    except Exception as err:
+        result.problems.append({"pair": name, "method": "hf-curve", "error": f"{type(err).__name__}: {err}"})
 
 
 def _cover(img: np.ndarray, like: np.ndarray) -> np.ndarray:
