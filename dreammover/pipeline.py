@@ -1,6 +1,7 @@
 """DreamMover (Shen et al., ECCV 2024): two photos -> N+2 semantically consistent frames, read top-down as the paper."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -119,7 +120,7 @@ class DreamMover:
 
         def grab(done: int, t: int, x: torch.Tensor) -> None:
             if done == config.feature_step and config.flow == "diffusion":
-                with profile.stage("features") if profile else _nullcontext():
+                with profile.stage("features") if profile else nullcontext():
                     captured["f"] = extract_features(lambda: eps(x, t), unet, config.feature_block)
 
         with tqdm(total=config.inversion_steps, desc="DDIM inversion", disable=not progress, leave=False) as bar:
@@ -206,11 +207,3 @@ class DreamMover:
         clip = [frames[0], *frames[2:], frames[1]]
         return InterpolationResult(clip, config.deltas, (state.flow01.cpu(), state.flow10.cpu()),
                                    dict(profile.seconds), dict(profile.unet_evals), losses, config)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

@@ -22,18 +22,28 @@ class StageProfile:
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     unet_evals: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     current: str = "other"
+    _child_seconds: list[float] = field(default_factory=list)
 
     @contextmanager
     def stage(self, name: str):
+        """Time a stage; a nested stage's time is its own, not also counted in the enclosing one."""
         previous, self.current = self.current, name
         _sync(self.device)
         start = time.perf_counter()
+        self._child_seconds.append(0.0)
         try:
             yield
         finally:
             _sync(self.device)
-            self.seconds[name] += time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            self.seconds[name] += elapsed - self._child_seconds.pop()
+            if self._child_seconds:
+                self._child_seconds[-1] += elapsed
             self.current = previous
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.seconds.values())
 
     def count_unet(self, batch: int) -> None:
         self.unet_evals[self.current] += batch
