@@ -53,6 +53,8 @@ def _status(future, result: dict) -> str:
 
 def run_cached(task, refresh: bool, **params) -> tuple[dict, str]:
     """Submit a cached task and wait; if Prefect's cache record outlived its artifact, recompute it."""
+    # refresh: skip Prefect's cache record and the artifact already in the cache storage.
+    params = {**params, "recompute": refresh}
     future = (task.with_options(refresh_cache=True) if refresh else task).submit(**params)
     result = future.result()
     if result.get("uri") and not uri_exists(result["uri"]):
@@ -69,7 +71,7 @@ def render_chunks(state: dict, lora: dict, model: ModelSpec, config: Interpolati
     parts = split_chunks(config.deltas, config.frames_per_batch)
     task = denoise_chunk.with_options(refresh_cache=True) if refresh else denoise_chunk
     futures = task.map(state=unmapped(state), lora=unmapped(lora), deltas=parts, model=unmapped(model),
-                       config=unmapped(config), cache=unmapped(cache))
+                       config=unmapped(config), cache=unmapped(cache), recompute=unmapped(refresh))
     results = []
     for future, part in zip(futures, parts):
         result = future.result()

@@ -17,14 +17,14 @@ def _key(p: dict) -> str:
 
 @task(name="decode-frames", tags=[GPU_TAG], **cached("frames", _key))
 def decode_frames(chunks: list[dict], prepared: dict, model: ModelSpec, config: InterpolationConfig,
-                  cache: str) -> dict:
+                  cache: str, recompute: bool = False) -> dict:
     """uint8 frames [end0, frames..., end1] as one safetensors URI."""
     key = frames_key([c["key"] for c in chunks], config)
     name, store = f"frames/{key}.safetensors", open_storage(cache)
     parts = [get_tensors(c["uri"])[0]["latents"] for c in chunks]
     count = 2 + sum(p.shape[0] - 2 for p in parts)
     out = {"key": key, "uri": store.uri(name), "count": count, "computed": False}
-    if store.exists(name):
+    if store.exists(name) and not recompute:
         return out
     # Every chunk carries both endpoints (identical by construction); decode them once.
     latents = torch.cat([parts[0][:2], *[p[2:] for p in parts]])

@@ -22,7 +22,7 @@ def _key(p: dict) -> str:
 
 @task(name="denoise-chunk", tags=[GPU_TAG], **cached("chunk", _key))
 def denoise_chunk(state: dict, lora: dict, deltas: list[float], model: ModelSpec, config: InterpolationConfig,
-                  cache: str) -> dict:
+                  cache: str, recompute: bool = False) -> dict:
     """Latents [2+k,C,h,w] (both endpoints, then the k frames at `deltas`) as a safetensors URI.
 
     Frames do not depend on how the deltas are chunked, so each chunk is keyed on its own deltas.
@@ -31,7 +31,7 @@ def denoise_chunk(state: dict, lora: dict, deltas: list[float], model: ModelSpec
     name, store = f"chunks/{key}.safetensors", open_storage(cache)
     out = {"key": key, "uri": store.uri(name), "deltas": list(deltas), "computed": False, "unet_evals": 0,
            "seconds": 0.0, "worker": worker_name()}
-    if store.exists(name):
+    if store.exists(name) and not recompute:
         return out
     with MODELS.use(model) as m:
         m.activate_lora(lora["uri"], lora["rank"])

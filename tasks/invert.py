@@ -18,12 +18,12 @@ def _key(p: dict) -> str:
 
 @task(name="invert-and-estimate-flow", tags=[GPU_TAG], **cached("inversion", _key))
 def invert_pair(prepared: dict, lora: dict, model: ModelSpec, identity: str, config: InterpolationConfig,
-                cache: str) -> dict:
+                cache: str, recompute: bool = False) -> dict:
     """PairState (z_T, z_T->0, both flows, prompt embedding) as a safetensors URI."""
     key = inversion_key(prepared["hash"], identity, config, cache)
     name, store = f"inversion/{key}.safetensors", open_storage(cache)
     out = {"key": key, "uri": store.uri(name), "computed": False, "unet_evals": 0, "seconds": {}}
-    if store.exists(name):
+    if store.exists(name) and not recompute:
         get_run_logger().info("reusing inversion/flow %s", key[:12])
         return out
     with MODELS.use(model) as m:

@@ -17,14 +17,16 @@ def _key(p: dict) -> str:
 
 
 @task(name="fit-lora", tags=[GPU_TAG], **cached("lora", _key))
-def fit_pair_lora(prepared: dict, model: ModelSpec, identity: str, config: InterpolationConfig, cache: str) -> dict:
+def fit_pair_lora(prepared: dict, model: ModelSpec, identity: str, config: InterpolationConfig, cache: str,
+                  recompute: bool = False) -> dict:
     """LoRA weights URI (None when LoRA is off); reuses an artifact already in the cache storage."""
     key = lora_key(prepared["hash"], identity, config, cache)
     out = {"key": key, "rank": config.lora_rank, "uri": None, "computed": False, "unet_evals": 0, "seconds": 0.0}
     if not (config.lora and config.lora_steps > 0):
         return out
     name, store = f"lora/{key}.safetensors", open_storage(cache)
-    if store.exists(name):  # e.g. Prefect's result store was wiped but the shared cache was not
+    # The artifact may exist without a Prefect record (results wiped, another machine's run).
+    if store.exists(name) and not recompute:
         get_run_logger().info("reusing LoRA %s", key[:12])
         return {**out, "uri": store.uri(name)}
     with MODELS.use(model) as m:

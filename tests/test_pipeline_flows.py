@@ -201,14 +201,17 @@ def test_dask_local_cluster_renders_same_frames(s3, prefect_env, model, dog_pair
     config = InterpolationConfig(**FAST)
     run = dict(image0="s3://inputs/pairs/dog/0.png", image1="s3://inputs/pairs/dog/1.png", model=model,
                config=config)
-    # Separate caches, so the Dask run really renders instead of finding the threaded run's chunks.
-    threaded = interpolate_pair(output="s3://outputs/dask/threads.mp4", cache="s3://cache/threads", **run)
-    dask = interpolate_pair(output="s3://outputs/dask/dask.mp4", cache="s3://cache/dask", dask="local:2", **run)
-    assert dask["stages"]["denoise"]["computed"] == 2
+    threaded = interpolate_pair(output="s3://outputs/dask/threads.mp4", cache="s3://cache/dask", **run)
+    a = get_images(threaded["cache"]["frames"])
+    # Same LoRA and inversion (cached), but every chunk re-rendered on the Dask cluster.
+    dask = interpolate_pair(output="s3://outputs/dask/dask.mp4", cache="s3://cache/dask", dask="local:2",
+                            refresh="frames", **run)
+    assert dask["stages"]["lora"]["status"] == dask["stages"]["inversion"]["status"] == "cached"
+    assert dask["stages"]["denoise"]["computed"] == 2 and calls["denoise"] == 4
     workers = dask["stages"]["denoise"]["workers"]
     assert workers and all(w.startswith(("inproc://", "tcp://")) for w in workers), workers
     assert not any(w.startswith(("inproc://", "tcp://")) for w in threaded["stages"]["denoise"]["workers"])
-    a, b = get_images(threaded["cache"]["frames"]), get_images(dask["cache"]["frames"])
+    b = get_images(dask["cache"]["frames"])
     assert len(a) == len(b) == 6
     for x, y in zip(a, b):
         assert np.abs(x.astype(int) - y.astype(int)).max() <= 1

@@ -190,3 +190,34 @@ def test_model_cache_holds_one_model(monkeypatch):
     with cache.use(b) as other:
         assert other is not first and cache._current is other  # another model replaces, never adds
     assert loaded == ["a", "b"]
+
+
+def test_deployments_point_at_real_flows_with_valid_parameters():
+    from importlib import import_module
+    from pathlib import Path
+
+    import yaml
+    from prefect.cli.deploy._models import PrefectYamlModel
+    from prefect.flows import Flow
+
+    root = Path(__file__).resolve().parents[1]
+    spec = PrefectYamlModel.model_validate(yaml.safe_load((root / "deploy" / "prefect.yaml").read_text()))
+    deployments = {d.name: d for d in spec.deployments}
+    assert {"gpu", "gpu-k8s", "daily"} <= set(deployments)
+    for d in deployments.values():
+        path, func = d.entrypoint.split(":")
+        flow = getattr(import_module(path.removesuffix(".py").replace("/", ".")), func)
+        assert isinstance(flow, Flow)
+        params = flow.validate_parameters(dict(d.parameters, **({"image0": "a", "image1": "b"}
+                                                               if flow.name == "interpolate-pair" else {})))
+        assert params["model"].model == "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    daily = deployments["daily"]
+    assert daily.schedules[0].cron == "0 2 * * *"
+    # The archive fans pairs out to the GPU deployment by its full name.
+    assert daily.parameters["pair_deployment"] == "interpolate-pair/gpu"
+    template = json.loads((root / "deploy" / "work-pools" / "gpu-kubernetes.json").read_text())
+    container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpus }}"
+    assert template["variables"]["properties"]["gpus"]["default"] == 1
+    compose = yaml.safe_load((root / "deploy" / "compose.yaml").read_text())
+    assert {"postgres", "prefect-server", "minio", "worker"} <= set(compose["services"])
