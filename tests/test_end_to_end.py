@@ -89,3 +89,19 @@ def test_cli_missing_model_is_one_line(dog_pair, dreammover_home, tmp_path):
              "--model", "nobody/none", "-q", env_home=dreammover_home)
     assert r.returncode == 2
     assert "could not load model 'nobody/none'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_half_precision_path_as_on_cuda(tiny_model_dir):
+    """The fp16 path real users take on CUDA (fp32 LoRA adapter on an fp16 UNet, fp32 fusion) runs here on CPU."""
+    import torch
+
+    from dreammover import DreamMover
+    from dreammover.lora import lora_parameters
+    from dreammover.sample import sample_pair
+
+    dm = DreamMover.from_pretrained(str(tiny_model_dir), device="cpu", dtype=torch.float16)
+    im0, im1 = sample_pair(64)
+    r = dm.interpolate(im0, im1, InterpolationConfig(size=64, num_frames=1, lora_steps=3))
+    assert dm.components.unet.dtype == torch.float16
+    assert all(p.dtype == torch.float32 for p in lora_parameters(dm.components.unet))
+    assert len(r.frames) == 3 and all(np.isfinite(f).all() and f.std() > 0 for f in r.frames)
