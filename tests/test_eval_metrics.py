@@ -132,3 +132,25 @@ def test_missing_weights_explain_where_they_were_looked_for(tmp_path, monkeypatc
         load_lpips()
     with pytest.raises(WeightsUnavailable, match="--fid-weights"):
         load_fid()
+
+
+def test_lpips_loads_a_cached_torchvision_style_checkpoint(tmp_path, monkeypatch):
+    import torch
+
+    from dreammover.evaluation.backbones import LPIPSTrunk
+    from dreammover.evaluation.perceptual import load_lpips
+
+    torch.manual_seed(1)
+    state = LPIPSTrunk("alex").state_dict()
+    state["classifier.1.weight"] = torch.zeros(4, 4)        # extra keys of a full classifier are ignored
+    ckpt = tmp_path / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    torch.save(state, ckpt / "alexnet-owt-test.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    lp = load_lpips()
+    assert "baseline" in lp.name or lp.name == "lpips-alex"
+    assert torch.equal(lp.trunk.features[0].weight, state["features.0.weight"])
+    del state["features.10.bias"]
+    torch.save(state, ckpt / "alexnet-owt-test.pth")
+    with pytest.raises(ValueError, match="lacks"):
+        load_lpips()
