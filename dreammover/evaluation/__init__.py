@@ -1,4 +1,4 @@
-"""Evaluation of DreamMover as in the paper (Sec. 4.2, supp. C): metrics, baselines, ablations and the `bench` report."""
+"""DreamMover evaluation as in the paper (Sec. 4.2, supp. C): metrics, baselines, ablations, the `bench` report."""
 from .baselines import ABLATIONS, METHODS, ClassicFlow, Crossfade, make_method
 from .metrics import WE_SCALE, high_frequency_ratio, score_clip, warping_error, we_mid
 

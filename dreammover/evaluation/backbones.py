@@ -9,11 +9,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# (conv out-channels, kernel, stride, padding, max-pool before this conv) of each conv; LPIPS taps after the ReLUs listed.
-_ALEX = [(64, 11, 4, 2, False), (192, 5, 1, 2, True), (384, 3, 1, 1, True), (256, 3, 1, 1, False),
-         (256, 3, 1, 1, False)]
-_VGG16 = [(64, False), (64, False), (128, True), (128, False), (256, True), (256, False), (256, False),
-          (512, True), (512, False), (512, False), (512, True), (512, False), (512, False)]
+# Per conv: (out-channels, kernel, stride, padding, max-pool before it); LPIPS taps every AlexNet ReLU.
+_ALEX = ((64, 11, 4, 2, False), (192, 5, 1, 2, True), (384, 3, 1, 1, True), (256, 3, 1, 1, False),
+         (256, 3, 1, 1, False))
+_VGG16 = ((64, False), (64, False), (128, True), (128, False), (256, True), (256, False), (256, False),
+          (512, True), (512, False), (512, False), (512, True), (512, False), (512, False))
 _VGG16_TAPS = (1, 3, 6, 9, 12)  # conv indices whose ReLU outputs LPIPS compares (relu1_2 ... relu5_3)
 
 

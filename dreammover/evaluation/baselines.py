@@ -6,7 +6,8 @@ benchmark treats DreamMover, its ablations and the baselines alike.
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from types import MappingProxyType
+from typing import Mapping, Protocol
 
 import numpy as np
 import torch
@@ -19,12 +20,12 @@ from ..pipeline import InterpolationResult
 
 METHODS = ("dreammover", "crossfade", "classic")
 # Table 3 of the paper: each ablation switches off one component of the full method.
-ABLATIONS: dict[str, dict] = {
+ABLATIONS: Mapping[str, Mapping] = MappingProxyType({
     "opencv_flow": {"flow": "opencv"},            # classical flow instead of diffusion-feature correspondence
     "direct_fusion": {"fusion": "direct"},        # one softmax-splat fusion of z_T instead of two-level fusion
     "no_ref_attention": {"reference_attention": False},
     "no_lora": {"lora": False},
-}
+})
 
 
 class Interpolator(Protocol):
@@ -95,7 +96,7 @@ def ablation_config(config: InterpolationConfig, ablation: str | None) -> Interp
         return config
     if ablation not in ABLATIONS:
         raise ValueError(f"unknown ablation {ablation!r}: use one of {', '.join(ABLATIONS)}")
-    return config.model_copy(update=ABLATIONS[ablation])
+    return config.model_copy(update=dict(ABLATIONS[ablation]))
 
 
 def make_method(name: str, model=None, flow_method: str = "dis") -> Interpolator:

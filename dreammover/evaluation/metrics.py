@@ -82,7 +82,7 @@ def middle_indices(n: int) -> tuple[int, int]:
 
 def we_mid(frames: Sequence[np.ndarray], input0: np.ndarray, input1: np.ndarray,
            scale: float = WE_SCALE, flow_method: str = "dis") -> float:
-    """WE_mid (supp. C): the earlier middle frame warped to I0 and the later one to I1, masked MSE averaged, times `scale`."""
+    """WE_mid (supp. C): earlier middle frame warped to I0, later one to I1; masked MSEs averaged, times `scale`."""
     a, b = middle_indices(len(frames))
     errs = [pair_warping_error(input0, frames[a], flow_method), pair_warping_error(input1, frames[b], flow_method)]
     return scale * float(np.nanmean(errs))
@@ -94,7 +94,7 @@ def _gray(img: np.ndarray) -> np.ndarray:
 
 
 def high_frequency_energy(img: np.ndarray) -> float:
-    """Fig. 5: sum of centred-spectrum amplitudes outside the centre quarter (the middle h/2 x w/2 block) of the grey image."""
+    """Fig. 5: sum of the grey image's centred-spectrum amplitudes outside the centre quarter (middle h/2 x w/2)."""
     amp = np.abs(np.fft.fftshift(np.fft.fft2(_gray(img))))
     h, w = amp.shape
     low = amp[h // 4: h // 4 + h // 2, w // 4: w // 4 + w // 2].sum()

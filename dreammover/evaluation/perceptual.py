@@ -10,6 +10,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Sequence
 
 import numpy as np
@@ -20,7 +21,7 @@ from .backbones import InceptionV3Pool, LPIPSTrunk, load_state
 # LPIPS input normalisation (the constants of the published metric, applied to [-1, 1] images).
 _LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 _LPIPS_SCALE = (0.458, 0.448, 0.450)
-_TRUNK_FILES = {"alex": "alexnet-owt-*.pth", "vgg": "vgg16-*.pth"}
+_TRUNK_FILES = MappingProxyType({"alex": "alexnet-owt-*.pth", "vgg": "vgg16-*.pth"})
 _FID_FILES = ("pt_inception-2015-12-05-*.pth", "inception_v3_google-*.pth")
 
 

@@ -5,13 +5,14 @@ import csv
 import json
 import math
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
 from .runner import BenchResult, BenchSettings
 
 METRICS = (("we", "WE ↓"), ("we_mid", "WE_mid ↓"), ("lpips", "LPIPS ↓"), ("hf_ratio", "HF ratio (1 = input)"))
-PAPER_TABLE1 = {"we": 0.2069, "we_mid": 0.3687}  # DreamMover's row of the paper's Table 1
+PAPER_TABLE1 = MappingProxyType({"we": 0.2069, "we_mid": 0.3687})  # DreamMover's row of the paper's Table 1
 
 
 def _plt():

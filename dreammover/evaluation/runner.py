@@ -10,6 +10,7 @@ import numpy as np
 
 from ..config import InterpolationConfig
 from ..images import ImageInputError, load_image, prepare_pair
+from ..models import DEFAULT_MODEL
 from .baselines import ABLATIONS, METHODS, ablation_config, make_method
 from .metrics import WE_SCALE, match_size, middle_indices, score_clip
 
@@ -27,7 +28,7 @@ class BenchSettings:
     methods: tuple[str, ...] = METHODS
     ablations: tuple[str, ...] = ()
     clips_dir: Path | None = None
-    model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    model: str = DEFAULT_MODEL
     device: str | None = None
     dtype: str | None = None
     config: InterpolationConfig = field(default_factory=InterpolationConfig)
