@@ -123,7 +123,11 @@ def run_archive(
     if "://" not in source and not Path(source).is_dir():
         fail(f"{source}: no such folder", EXIT_BAD_INPUT)
     from flows.archive import EXIT_CODES, interpolate_archive
+    from tasks.encode import FORMATS
     from tasks.models import ModelSpec
+
+    if fmt not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})", EXIT_BAD_INPUT)
 
     state = interpolate_archive(source, output, config=config, fps=fps, fmt=fmt, manifest=manifest, force=force,
                                 cache=cache, dask=dask, refresh=refresh, pair_deployment=deployment,

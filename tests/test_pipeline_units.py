@@ -11,6 +11,13 @@ from dreammover import InterpolationConfig
 BASE = InterpolationConfig(size=64, num_frames=4, lora_steps=2)
 
 
+@pytest.fixture(autouse=True)
+def _local_prefect_home(tmp_path, monkeypatch):
+    # Nothing here talks to a Prefect API, but Prefect must not touch the user's ~/.prefect either.
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))
+    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
 def test_lora_key_ignores_fps_frames_and_batching_but_not_rank():
     from tasks.artifacts import inversion_key, lora_key
 
@@ -221,3 +228,23 @@ def test_deployments_point_at_real_flows_with_valid_parameters():
     assert template["variables"]["properties"]["gpus"]["default"] == 1
     compose = yaml.safe_load((root / "deploy" / "compose.yaml").read_text())
     assert {"postgres", "prefect-server", "minio", "worker"} <= set(compose["services"])
+
+
+def test_cli_rejects_bad_input_before_starting_a_flow(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from flows.cli import EXIT_BAD_INPUT, register
+
+    app = typer.Typer()
+    register(app)
+    image = tmp_path / "0.png"
+    image.write_bytes(b"x")
+    missing = CliRunner().invoke(app, ["run-pair", str(image), str(tmp_path / "none.png"), "--model", "tiny"])
+    assert missing.exit_code == EXIT_BAD_INPUT and "none.png: file not found" in missing.output
+    badfmt = CliRunner().invoke(app, ["run-pair", str(image), str(image), "-o", str(tmp_path / "clip.avi")])
+    assert badfmt.exit_code == EXIT_BAD_INPUT and "must end in" in badfmt.output
+    nofolder = CliRunner().invoke(app, ["run-archive", str(tmp_path / "nothing"), "-o", str(tmp_path / "out")])
+    assert nofolder.exit_code == EXIT_BAD_INPUT and "no such folder" in nofolder.output
+    badcfg = CliRunner().invoke(app, ["run-archive", str(tmp_path), "-o", str(tmp_path / "o"), "--size", "10"])
+    assert badcfg.exit_code == 2  # typer's own range check
