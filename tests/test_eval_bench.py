@@ -111,6 +111,7 @@ def test_bench_scores_existing_clips_and_names_skipped_metrics(app, pairs_dir, t
     rows = {r["method"]: r for r in data["rows"]}
     assert set(rows) == {"steps", "flipped"} and rows["steps"]["frames"] == 5
     assert rows["steps"]["we_mid"] < 0.2 * rows["flipped"]["we_mid"], rows
+    assert rows["steps"]["seconds_total"] is None          # no timings for clips made elsewhere
     assert "lpips" in data["skipped"] and "fid" in data["skipped"]
     assert "lpips skipped" in (out / "report.md").read_text()
 

@@ -184,7 +184,9 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> BenchResu
                 metrics.add(label, frames, inputs)
                 result.rows.append({"pair": name, "method": label, "frames": len(frames),
                                     "size": f"{frames[0].shape[1]}x{frames[0].shape[0]}", **sc.as_dict(),
-                                    "seconds_total": sum(row["seconds"].values()), **row})
+                                    # an existing clip has no timings: None, not a misleading 0 s
+                                    "seconds_total": sum(row["seconds"].values()) if row["seconds"] else None,
+                                    **row})
                 contact = result.contact.setdefault(name, {"inputs": inputs})
                 contact[label] = nearest_frames(frames)
                 log(f"[{name}] {label}: WE {sc.we:.4f}  WE_mid {sc.we_mid:.4f}  HF {sc.hf_ratio:.3f}")
