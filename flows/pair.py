@@ -1,7 +1,8 @@
 """interpolate_pair: one pair -> one clip, read top-down as DESIGN §3.
 
-    download -> prepare -> fit LoRA ----(cached per pair)----> invert + flow (cached per pair)
-             -> denoise δ chunks (fan-out; thread pool or Dask) -> decode -> encode -> upload + summary
+    download -> prepare -> fit LoRA (cached per pair) -> invert + flow (cached per pair)
+      -> denoise δ chunks (fan-out: this flow's threads, or a render-chunks subflow on Dask)
+      -> decode -> encode -> upload + summary
 """
 from __future__ import annotations
 
@@ -64,10 +65,9 @@ def run_cached(task, refresh: bool, **params) -> tuple[dict, str]:
     return result, _status(future, result)
 
 
-@flow(name="render-chunks")
-def render_chunks(state: dict, lora: dict, model: ModelSpec, config: InterpolationConfig, cache: str,
-                  refresh: bool = False) -> list[dict]:
-    """Fan the δ values out as chunks of frames_per_batch; its task runner decides where they run."""
+def map_chunks(state: dict, lora: dict, model: ModelSpec, config: InterpolationConfig, cache: str,
+               refresh: bool = False) -> list[dict]:
+    """Fan the δ values out as chunks of frames_per_batch on the current flow's task runner."""
     parts = split_chunks(config.deltas, config.frames_per_batch)
     task = denoise_chunk.with_options(refresh_cache=True) if refresh else denoise_chunk
     futures = task.map(state=unmapped(state), lora=unmapped(lora), deltas=parts, model=unmapped(model),
@@ -81,6 +81,13 @@ def render_chunks(state: dict, lora: dict, model: ModelSpec, config: Interpolati
             result = future.result()
         results.append({**result, "status": _status(future, result)})
     return results
+
+
+@flow(name="render-chunks")
+def render_chunks(state: dict, lora: dict, model: ModelSpec, config: InterpolationConfig, cache: str,
+                  refresh: bool = False) -> list[dict]:
+    """The chunk fan-out as a subflow, so it can have its own task runner (Dask) in another place."""
+    return map_chunks(state, lora, model, config, cache, refresh)
 
 
 @flow(name="interpolate-pair")
@@ -105,8 +112,9 @@ def interpolate_pair(image0: str, image1: str, output: str = "out.mp4",
     lora, lora_status = run_cached(fit_pair_lora, refresh == "all", **common)
     state, state_status = run_cached(invert_pair, refresh == "all", lora=lora, **common)
 
-    rendered = render_chunks.with_options(task_runner=chunk_runner(dask))(
-        state, lora, model, config, cache, refresh=refresh != "none")
+    # Without Dask the chunks map on this flow's thread pool (no subflow to start and stop).
+    render = render_chunks.with_options(task_runner=chunk_runner(dask)) if dask else map_chunks
+    rendered = render(state, lora, model, config, cache, refresh=refresh != "none")
     frames, frames_status = run_cached(decode_frames, refresh != "none", chunks=rendered, prepared=prepared,
                                        model=model, config=config, cache=cache)
     clip = encode_clip(frames, fps, fmt, cache)
