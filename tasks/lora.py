@@ -37,7 +37,8 @@ def fit_pair_lora(prepared: dict, model: ModelSpec, identity: str, config: Inter
         z0 = m.dm.encode_images(images)
         state, losses = m.dm.fit_lora(z0, emb, config)
         m.forget_lora()  # fit_lora left its adapter active; say so only once the weights have a URI
-        uri = put_tensors(cache, name, state, {"rank": config.lora_rank, "adapter": "dreammover", "pair": prepared["hash"]})
+        meta = {"rank": config.lora_rank, "adapter": "dreammover", "pair": prepared["hash"]}
+        uri = put_tensors(cache, name, state, meta)
         m.active_lora = uri
         seconds = time.perf_counter() - start
     get_run_logger().info("fitted LoRA rank %d in %.1fs (loss %.4f -> %.4f)", config.lora_rank, seconds,

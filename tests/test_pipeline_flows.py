@@ -6,7 +6,6 @@ the S3 server is a subprocess on a free port, stopped at the end of the module.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -19,7 +18,8 @@ import pytest
 
 from dreammover import InterpolationConfig
 
-from conftest import PAIRS
+# Same place as conftest.PAIRS (not imported: test modules importing conftest is fragile).
+PAIRS = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "pairs"
 
 # Small but complete: every stage runs, a pair takes a couple of seconds on 2 CPU cores.
 FAST = dict(size=64, num_frames=4, frames_per_batch=2, lora_steps=2, lora_rank=4, num_inference_steps=10,
