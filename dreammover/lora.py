@@ -60,7 +60,10 @@ def fit_lora(unet, latents: torch.Tensor, text_emb: torch.Tensor, alphas_cumprod
 
     Leaves the fitted adapter active on `unet` and returns (its weights on CPU, per-step losses).
     """
-    add_lora(unet, rank)
+    devices = [unet.device] if unet.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)  # peft's gaussian init draws from the global RNG: make refits reproducible
+        add_lora(unet, rank)
     params = lora_parameters(unet)
     for p in params:  # train the adapter in fp32 even when the UNet runs in fp16
         p.data = p.data.float()
