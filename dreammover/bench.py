@@ -56,8 +56,10 @@ def bench_flow(hw: int = 64, channels: int = 1280, device: str = "cpu", seed: in
     t = time.perf_counter()
     slow01 = estimate_flow_per_pixel(f0.cpu(), f1.cpu())
     slow = time.perf_counter() - t
+    # Random features have near-ties (gaps ~1e-8) where summation order flips the argmax: count them.
+    differ = int((fast01.cpu() != slow01).any(dim=0).sum())
     return dict(features=f"{channels}x{hw}x{hw}", matmul_s=fast, per_pixel_loop_s=slow, speedup=slow / fast,
-                identical=bool(torch.equal(fast01.cpu(), slow01)))
+                differing_pixels=differ, pixels=hw * hw)
 
 
 def print_table(rows: list[dict]) -> None:
@@ -93,7 +95,8 @@ def main(
     print_table(rows)
     flow = bench_flow(flow_hw, device=str(dm.device))
     print(f"estimate_flow on {flow['features']} features: matmul {flow['matmul_s']:.3f} s, per-pixel loop "
-          f"{flow['per_pixel_loop_s']:.2f} s, speedup x{flow['speedup']:.0f} (same flow: {flow['identical']})")
+          f"{flow['per_pixel_loop_s']:.2f} s, speedup x{flow['speedup']:.0f} ({flow['differing_pixels']} of "
+          f"{flow['pixels']} pixels differ: float near-ties)")
     if json_out:
         with open(json_out, "w") as fh:
             json.dump(dict(pipeline=rows, flow=flow), fh, indent=2, default=lambda o: np.asarray(o).tolist())
