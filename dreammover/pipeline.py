@@ -140,12 +140,16 @@ class DreamMover:
         return estimate_flow(feats[0], feats[1], chunk_rows=config.flow_chunk_rows)
 
     def pair_state(self, images: Sequence[np.ndarray], config: InterpolationConfig,
-                   profile: StageProfile | None = None, progress: bool = False) -> PairState:
-        """Steps 2-5 for a prepared pair under the currently active LoRA: everything the frames share."""
+                   profile: StageProfile | None = None, progress: bool = False,
+                   encoded: tuple[torch.Tensor, torch.Tensor] | None = None) -> PairState:
+        """Steps 2-5 for a prepared pair under the currently active LoRA: everything the frames share.
+
+        encoded: (z0, text_emb) when the caller already has them (the LoRA does not touch VAE or text encoder).
+        """
         profile = profile or StageProfile(self.device)
         with profile.stage("encode"):
-            emb = self.encode_prompt(config.prompt)
-            z0 = self.encode_images(images)
+            z0, emb = encoded if encoded is not None else (self.encode_images(images),
+                                                           self.encode_prompt(config.prompt))
         with profile.stage("inversion"):
             traj, feats = self.invert(z0, emb, config, profile, progress)
         with profile.stage("flow"):
@@ -188,15 +192,15 @@ class DreamMover:
         with profile.stage("prepare"):
             images = self.prepare(image0, image1, config)
         losses: list[float] = []
+        with profile.stage("encode"):
+            z0, emb = self.encode_images(images), self.encode_prompt(config.prompt)
         with profile.stage("lora"):
             if config.lora and config.lora_steps > 0:
-                emb = self.encode_prompt(config.prompt)
-                z0 = self.encode_images(images)
                 _, losses = self.fit_lora(z0, emb, config, progress)
                 profile.count_unet(z0.shape[0] * config.lora_steps)
             else:
                 self.use_lora(None, config.lora_rank)
-        state = self.pair_state(images, config, profile, progress)
+        state = self.pair_state(images, config, profile, progress, encoded=(z0, emb))
         with profile.stage("denoise"):
             latents = self.denoise(state, config.deltas, config, profile, progress)
         with profile.stage("decode"):
