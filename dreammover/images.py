@@ -67,6 +67,13 @@ def prepare_pair(image0: np.ndarray, image1: np.ndarray, size: int = 512,
     return out0, out1
 
 
+def load_and_prepare(image0, image1, size: int = 512, policy: str = "cover") -> tuple[np.ndarray, np.ndarray]:
+    """Step 0 from paths or RGB arrays: load what is a path, then `prepare_pair`."""
+    im0 = image0 if isinstance(image0, np.ndarray) else load_image(image0)
+    im1 = image1 if isinstance(image1, np.ndarray) else load_image(image1)
+    return prepare_pair(im0, im1, size, policy)
+
+
 def to_tensor(images: list[np.ndarray] | np.ndarray) -> torch.Tensor:
     """uint8 RGB [H,W,3] (or a list) -> float [B,3,H,W] in [-1, 1]."""
     arr = np.stack(images) if isinstance(images, list) else images[None]

@@ -12,10 +12,10 @@ from tqdm.auto import tqdm
 
 from .config import InterpolationConfig
 from .correspondence import estimate_flow, estimate_flow_opencv, upsample_features
-from .ddim import DDIMSchedule, InversionTrajectory, ddim_invert
+from .ddim import DDIMSchedule, ddim_invert
 from .denoise import EpsModel, chunks, denoise_chunk
 from .features import extract_features
-from .images import load_image, prepare_pair, to_tensor, to_uint8
+from .images import load_and_prepare, to_tensor, to_uint8
 from .lora import fit_lora, load_lora, remove_lora
 from .models import DEFAULT_MODEL, ModelComponents, load_components
 from .profiling import StageProfile
@@ -70,9 +70,7 @@ class DreamMover:
     # -- step 0: prepare ---------------------------------------------------------------------------------
     def prepare(self, image0: ImageLike, image1: ImageLike, config: InterpolationConfig):
         """Step 0: load (EXIF-aware), convert to RGB and bring both images to one working size."""
-        im0 = image0 if isinstance(image0, np.ndarray) else load_image(image0)
-        im1 = image1 if isinstance(image1, np.ndarray) else load_image(image1)
-        return prepare_pair(im0, im1, config.size, config.resize_policy)
+        return load_and_prepare(image0, image1, config.size, config.resize_policy)
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str = "") -> torch.Tensor:

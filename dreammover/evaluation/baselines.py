@@ -15,7 +15,7 @@ import torch
 from ..config import InterpolationConfig
 from ..correspondence import estimate_flow_opencv
 from ..fusion import fuse_high_level
-from ..images import load_image, prepare_pair, to_tensor, to_uint8
+from ..images import load_and_prepare, to_tensor, to_uint8
 from ..pipeline import InterpolationResult
 
 METHODS = ("dreammover", "crossfade", "classic")
@@ -34,9 +34,7 @@ class Interpolator(Protocol):
 
 
 def _prepared(image0, image1, config: InterpolationConfig) -> tuple[np.ndarray, np.ndarray]:
-    im0 = image0 if isinstance(image0, np.ndarray) else load_image(image0)
-    im1 = image1 if isinstance(image1, np.ndarray) else load_image(image1)
-    return prepare_pair(im0, im1, config.size, config.resize_policy)
+    return load_and_prepare(image0, image1, config.size, config.resize_policy)
 
 
 def _zero_flows(img: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
