@@ -21,11 +21,11 @@ def decode_frames(chunks: list[dict], prepared: dict, model: ModelSpec, config: 
     """uint8 frames [end0, frames..., end1] as one safetensors URI."""
     key = frames_key([c["key"] for c in chunks], config)
     name, store = f"frames/{key}.safetensors", open_storage(cache)
-    parts = [get_tensors(c["uri"])[0]["latents"] for c in chunks]
-    count = 2 + sum(p.shape[0] - 2 for p in parts)
+    count = 2 + sum(len(c["deltas"]) for c in chunks)
     out = {"key": key, "uri": store.uri(name), "count": count, "computed": False}
     if store.exists(name) and not recompute:
-        return out
+        return out  # a cache hit needs none of the chunk latents: don't download them
+    parts = [get_tensors(c["uri"])[0]["latents"] for c in chunks]
     # Every chunk carries both endpoints (identical by construction); decode them once.
     latents = torch.cat([parts[0][:2], *[p[2:] for p in parts]])
     with MODELS.use(model) as m:

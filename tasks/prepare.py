@@ -27,9 +27,9 @@ def prepare_images(image0: str, image1: str, config: InterpolationConfig, cache:
             message = message.replace(local, source)
         raise ImageInputError(message) from err
     h = images_hash([im0, im1])
-    key = f"prepared/{h}.safetensors"
-    uri = open_storage(cache).uri(key)
-    if not open_storage(cache).exists(key):
+    key, store = f"prepared/{h}.safetensors", open_storage(cache)
+    uri = store.uri(key)
+    if not store.exists(key):
         uri = put_images(cache, key, [im0, im1])
     get_run_logger().info("prepared %dx%d pair %s", im0.shape[1], im0.shape[0], h[:12])
     return {"uri": uri, "hash": h, "height": int(im0.shape[0]), "width": int(im0.shape[1])}

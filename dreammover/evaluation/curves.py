@@ -22,7 +22,7 @@ def hf_energy_curves(dm, image0, image1, config: InterpolationConfig, delta: flo
     """
     images = dm.prepare(image0, image1, config)
     if lora_active:
-        pass
+        pass  # the pair's LoRA from interpolate() is still on the UNet
     elif config.lora and config.lora_steps > 0:
         emb = dm.encode_prompt(config.prompt)
         dm.fit_lora(dm.encode_images(images), emb, config)
