@@ -37,8 +37,14 @@ def interpolate(
     config_file: Optional[Path] = typer.Option(None, "--config", help="JSON/YAML file of InterpolationConfig fields"),
     keep_inputs: bool = typer.Option(False, "--keep-inputs", help="use the original photos as end frames"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    backend: str = typer.Option("dreammover", "--backend", help="dreammover | svd (Generative Inbetweening; "
+                                                                 "docs/backends.md)"),
 ) -> None:
     """Interpolate IMAGE0 -> IMAGE1 with the library directly (no orchestration) and encode a clip."""
+    if backend != "dreammover":  # other methods build their own config type (dreammover/backends)
+        from .backends.cli import interpolate_with_backend
+        return interpolate_with_backend(backend, image0, image1, output, model, vae, frames, size, fps, seed,
+                                        device, dtype, config_file, keep_inputs, quiet)
     from .config_io import load_config_file
     from .images import ImageInputError, load_image
     from .models import ModelLoadError

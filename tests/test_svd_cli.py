@@ -1,0 +1,48 @@
+"""`dreammover interpolate --backend svd` end to end on the tiny SVD, offline; bad input is one line, exit 2."""
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from conftest import PAIRS
+
+WIDE = PAIRS / "wide"
+FAST = {"num_inference_steps": 2, "noise_injection_steps": 1, "guidance_scale": 1.0}
+
+
+def _run(args):
+    from dreammover.cli import app
+
+    return CliRunner().invoke(app, ["interpolate", *map(str, args)])
+
+
+def test_interpolate_svd_writes_an_mp4_with_n_plus_2_frames(tmp_path, dreammover_home):
+    from dreammover.video import read_video
+
+    cfg = tmp_path / "svd.json"
+    cfg.write_text(json.dumps(FAST))
+    out = tmp_path / "clip.mp4"
+    res = _run([WIDE / "0.png", WIDE / "1.png", "-o", out, "--backend", "svd", "--model", "tiny-svd",
+                "--frames", "4", "--size", "128", "--config", cfg, "--device", "cpu", "-q"])
+    assert res.exit_code == 0, res.output
+    frames = read_video(out)
+    assert len(frames) == 4 + 2 and frames[0].shape == (64, 128, 3)  # 16:9 frame, sides rounded to 64
+
+
+def test_interpolate_svd_bad_inputs_are_one_line(tmp_path, dreammover_home):
+    bad_cfg = tmp_path / "bad.json"
+    bad_cfg.write_text(json.dumps({"lora_steps": 3}))  # a DreamMover field: not an SVD one
+    cases = [
+        ([tmp_path / "missing.png", WIDE / "1.png"], "file not found"),
+        ([WIDE / "0.png", WIDE / "1.png", "--config", bad_cfg], "bad configuration"),
+        ([WIDE / "0.png", WIDE / "1.png", "--model", "no-such-org/no-such-svd"], "HF_HUB_OFFLINE=1"),
+        ([WIDE / "0.png", WIDE / "1.png", "--model", tmp_path], "not a diffusers SVD model"),
+        ([WIDE / "0.png", WIDE / "1.png", "--backend", "nope"], "unknown backend"),
+    ]
+    for args, message in cases:
+        backend = [] if "--backend" in args else ["--backend", "svd"]
+        res = _run([*args, "-o", tmp_path / "x.mp4", *backend, "-q"])
+        assert res.exit_code == 2, (args, res.output)
+        assert message in res.output and "Traceback" not in res.output
+        assert not (tmp_path / "x.mp4").exists()
