@@ -46,3 +46,24 @@ def test_interpolate_svd_bad_inputs_are_one_line(tmp_path, dreammover_home):
         assert res.exit_code == 2, (args, res.output)
         assert message in res.output and "Traceback" not in res.output
         assert not (tmp_path / "x.mp4").exists()
+
+
+def test_bench_scores_the_svd_backend_beside_a_baseline(tmp_path, monkeypatch, dreammover_home):
+    import shutil
+
+    from dreammover.cli import _register_plugins, app
+
+    _register_plugins()
+    pairs = tmp_path / "pairs"
+    shutil.copytree(PAIRS / "dog", pairs / "dog", ignore=shutil.ignore_patterns("*.mp4"))
+    cfg = tmp_path / "svd.json"
+    cfg.write_text(json.dumps(FAST))
+    monkeypatch.setenv("DREAMMOVER_SVD_MODEL", "tiny-svd")
+    monkeypatch.setenv("DREAMMOVER_SVD_CONFIG", str(cfg))
+    res = CliRunner().invoke(app, ["bench", str(pairs), "-o", str(tmp_path / "report"), "--methods", "svd,crossfade",
+                                   "--size", "64", "--frames", "2", "--hf-pairs", "0", "-q"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads((tmp_path / "report" / "metrics.json").read_text())["rows"]
+    svd = next(r for r in rows if r["method"] == "svd")
+    assert svd["frames"] == 4 and svd["size"] == "64x64" and svd["unet_evals"]["denoise"] == 3 * 2 * 4
+    assert (tmp_path / "report" / "clips" / "dog" / "svd.mp4").stat().st_size > 0

@@ -18,7 +18,7 @@ from ..fusion import fuse_high_level
 from ..images import load_and_prepare, to_tensor, to_uint8
 from ..pipeline import InterpolationResult
 
-METHODS = ("dreammover", "crossfade", "classic")
+METHODS = ("dreammover", "crossfade", "classic", "svd")
 # Table 3 of the paper: each ablation switches off one component of the full method.
 ABLATIONS: Mapping[str, Mapping] = MappingProxyType({
     "opencv_flow": {"flow": "opencv"},            # classical flow instead of diffusion-feature correspondence
@@ -103,6 +103,9 @@ def make_method(name: str, model=None, flow_method: str = "dis") -> Interpolator
         return Crossfade()
     if name == "classic":
         return ClassicFlow(flow_method)
+    if name == "svd":  # Generative Inbetweening (dreammover/backends); its SVD model: DREAMMOVER_SVD_MODEL
+        from ..backends.bench import SVDBenchMethod
+        return SVDBenchMethod()
     if name == "dreammover":
         if model is None:
             raise ValueError("method 'dreammover' needs a model (DreamMover.from_pretrained(...))")
