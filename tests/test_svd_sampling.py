@@ -165,3 +165,16 @@ def test_recurrence_repeats_the_first_steps_as_configured(guidance):
     dual_directional_sampling(model, torch.randn(1, N, C, H, W), steps, sigmas, 0.5, injection_steps=3,
                               injection_ratio=0.5, generator=torch.Generator().manual_seed(0))
     assert sum(counted) == (4 + 2 * 3) * 2 * N * (2 if guidance > 1 else 1)
+
+
+def test_alg1_v_loss_equals_the_edm_weighted_denoiser_loss():
+    """Alg. 1's ||v̂ - (α flip(ε) - σ flip(z))||² = SVD's EDM loss (1+σ²)/σ² ||D(z_t) - z||²."""
+    from dreammover.backends.dual_sampling import denoised
+
+    g = torch.Generator().manual_seed(0)
+    z, eps, v_hat = (torch.randn(1, N, C, H, W, generator=g) for _ in range(3))
+    for sigma in (torch.tensor(0.05), torch.tensor(1.3), torch.tensor(40.0)):
+        alpha, sig_vp = 1 / (sigma ** 2 + 1) ** 0.5, sigma / (sigma ** 2 + 1) ** 0.5
+        v_loss = ((v_hat - (alpha * eps - sig_vp * z)) ** 2).mean()
+        edm = ((1 + sigma ** 2) / sigma ** 2 * (denoised(z + sigma * eps, v_hat, sigma) - z) ** 2).mean()
+        assert torch.allclose(v_loss, edm, rtol=1e-4)

@@ -3,7 +3,7 @@
 | name | method | config type | models |
 |---|---|---|---|
 | `dreammover` | DreamMover (Shen et al. 2024), `dreammover.pipeline` | `InterpolationConfig` | SD1.5, `tiny` |
-| `svd` | Generative Inbetweening (Wang et al. 2024), `svd_keyframe` | `SVDKeyframeConfig` | SVD-XT, `tiny-svd`, `svd-random` |
+| `svd` | Generative Inbetweening (Wang et al. 2024), `svd_keyframe` | `SVDKeyframeConfig` | SVD-XT, `tiny-svd` |
 
 Every backend's `interpolate(image0, image1, config=None, progress=False)` returns an `InterpolationResult`
 (N+2 uint8 frames, per-stage seconds, UNet evaluations). See docs/backends.md.

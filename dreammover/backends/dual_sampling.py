@@ -52,7 +52,8 @@ class PathModel:
         emb = self.cond.embeddings[side:side + 1].expand(b, -1, -1)
         cfg = self.guidance > 1.0
         if cfg:  # unconditional half: zero image embedding and zero conditioning latents, as SVD was trained
-            x, lat, emb = torch.cat([x, x]), torch.cat([torch.zeros_like(lat), lat]), torch.cat([torch.zeros_like(emb), emb])
+            x = torch.cat([x, x])
+            lat, emb = torch.cat([torch.zeros_like(lat), lat]), torch.cat([torch.zeros_like(emb), emb])
         mode: Mode = "forward" if side == 0 else "backward"
         if self.control is not None:
             self.control.set_mode(mode)
@@ -81,7 +82,7 @@ def forward_motion_prediction(model: PathModel, z_t, t, sigma) -> torch.Tensor:
 
 
 def backward_motion_prediction(model: PathModel, z_t, t, sigma) -> torch.Tensor:
-    """Alg. 2 l.7-9: z'_t = flip(z_t); v̂_{t,1} = f_θ'(z'_t; t, c_{N-1}, {A'_i}); returns v̂'_{t,1} = flip(v̂_{t,1})."""
+    """Alg. 2 l.7-9: z'_t = flip(z_t); v̂_{t,1} = f_θ'(z'_t; t, c_{N-1}, {A'_i}); returns flip(v̂_{t,1})."""
     return flip_time(model(flip_time(z_t), t, sigma, side=1))
 
 

@@ -1,4 +1,4 @@
-"""Generative Inbetweening (Wang et al. 2024): keyframe interpolation with Stable Video Diffusion, DreamMover's interface.
+"""Generative Inbetweening (Wang et al. 2024): keyframe interpolation with SVD, behind DreamMover's interface.
 
 Read top-down: prepare the keyframes, encode c_0 / c_{N-1} (per pair, cacheable), dual-directional sampling
 (Alg. 2) with the rotated-attention backward path (Sec. 4.1-4.2), decode with the temporal VAE.

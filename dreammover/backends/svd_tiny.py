@@ -98,7 +98,11 @@ def build_svd_random(device: torch.device, dtype: torch.dtype, seed: int = 0) ->
     from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
+    from diffusers.utils import logging as dlog
+
     torch.manual_seed(seed)
+    verbosity = dlog.get_verbosity()
+    dlog.set_verbosity_error()  # `.to(dtype)` on a fresh model warns about fp32 modules SVD does not have
     with torch.device(device):  # initialise on the accelerator: 2 B parameters are slow to fill on a CPU
         unet = UNetSpatioTemporalConditionModel(num_frames=25).to(dtype)
         vae = AutoencoderKLTemporalDecoder(
@@ -107,4 +111,5 @@ def build_svd_random(device: torch.device, dtype: torch.dtype, seed: int = 0) ->
         image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
             hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
             image_size=224, patch_size=14, projection_dim=1024, hidden_act="gelu")).to(dtype)
+    dlog.set_verbosity(verbosity)
     return dict(unet=unet, vae=vae, image_encoder=image_encoder, scheduler=EulerDiscreteScheduler(**SVD_SCHEDULER))
