@@ -88,3 +88,19 @@ def test_finetune_command_writes_weights_that_sampling_loads(svd, videos, tmp_pa
     bad = CliRunner().invoke(app, ["finetune-backward", str(tmp_path / "none"), "-o", str(out), "--model",
                                    "tiny-svd"])
     assert bad.exit_code == 2 and "not a folder of videos" in bad.output
+
+
+def test_frames_are_read_from_video_files_too(tmp_path):
+    from dreammover.backends.finetune import read_frames
+    from dreammover.video import write_video
+
+    frames = []
+    for i in range(8):
+        im = np.full((48, 96, 3), 30, np.uint8)
+        im[10:26, 4 + 8 * i:20 + 8 * i] = 240
+        frames.append(im)
+    write_video(frames, tmp_path / "v" / "clip.mp4", fps=8)
+    assert find_videos(tmp_path / "v", 8) == [(tmp_path / "v" / "clip.mp4", 8)]
+    got = read_frames(tmp_path / "v" / "clip.mp4", 1, 3, 2)  # source frames 1, 3, 5
+    xs = [np.argwhere(f[..., 0] > 150)[:, 1].mean() for f in got]
+    assert np.allclose(np.diff(xs), 16, atol=1.5) and abs(xs[0] - (11.5 + 8)) < 1.5
