@@ -142,3 +142,9 @@ def test_clip_resize_matches_svd_reference_preprocessing():
 
     x = torch.rand(2, 3, 72, 128) * 2 - 1
     assert torch.allclose(clip_resize(x, 32), _resize_with_antialiasing(x, (32, 32)), atol=1e-5)
+
+
+def test_size_defaults_to_the_models_own(svd, pair):
+    assert svd.resolve(None).size == 128                               # tiny-svd; SVD itself: 1024
+    assert svd.prepare(*pair, SVDKeyframeConfig())[0].shape == (64, 128, 3)
+    assert svd.resolve(SVDKeyframeConfig(size=256)).size == 256

@@ -55,7 +55,7 @@ class SVDBenchMethod:
         return _loaded(self.model, self.device, self.dtype).interpolate(image0, image1, cfg, progress)
 
 
-def bench_svd(backend, frames: int, size: int, steps: int, injection: int, guidance: float) -> dict:
+def bench_svd(backend, frames: int, size: int | None, steps: int, injection: int, guidance: float) -> dict:
     """One clip on the procedural sample pair: per-stage seconds, UNet frame-evaluations, peak GPU memory."""
     from ..sample import sample_pair
 
@@ -78,7 +78,7 @@ def main(
     device: Optional[str] = typer.Option(None, "--device"),
     dtype: Optional[str] = typer.Option(None, "--dtype"),
     frames: int = typer.Option(23, "--frames", help="in-between frames (23 -> SVD-XT's 25-frame clip)"),
-    size: int = typer.Option(1024, "--size"),
+    size: Optional[int] = typer.Option(None, "--size", help="long side [default: the model's, 1024 for SVD]"),
     steps: int = typer.Option(50, "--steps"),
     injection: int = typer.Option(5, "--injection", help="noise re-injection repeats (first half of the steps)"),
     guidance: float = typer.Option(2.0, "--guidance"),

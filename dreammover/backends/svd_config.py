@@ -13,7 +13,8 @@ class SVDKeyframeConfig(BaseModel):
 
     # Frames and frame size
     num_frames: int = Field(23, ge=1, description="in-between frames N; the clip has N+2 (23 -> SVD-XT's 25)")
-    size: int = Field(1024, ge=64, description="long side in pixels, rounded to a multiple of 64")
+    size: int | None = Field(None, ge=64, description="long side in pixels, rounded to a multiple of 64; "
+                             "None: the model's own (1024 for SVD, as it was trained; 128 for tiny-svd)")
     frame: Literal["16:9", "input"] = Field(
         "16:9", description="'16:9': centre-crop both keyframes to SVD's training aspect; "
                             "'input': keep image 0's aspect (image 1 covers it), as DreamMover prepares pairs")

@@ -43,6 +43,8 @@ def fit_keyframes(image0: np.ndarray, image1: np.ndarray, config: SVDKeyframeCon
 
     The one place that decides crop/pad; swap it for the presets' crop/pad when they land.
     """
+    if config.size is None:
+        raise ValueError("fit_keyframes needs a size: resolve it with SVDKeyframeInterpolator.resolve(config)")
     if config.frame == "input":
         return load_and_prepare(image0, image1, config.size, "cover")
     for name, im in (("image0", image0), ("image1", image1)):
@@ -96,12 +98,17 @@ class SVDKeyframeInterpolator:
     def dtype(self) -> torch.dtype:
         return self.components.dtype
 
+    def resolve(self, config: SVDKeyframeConfig | None) -> SVDKeyframeConfig:
+        """The config with `size=None` replaced by the model's own long side."""
+        config = config or SVDKeyframeConfig()
+        return config if config.size is not None else config.model_copy(update={"size": self.components.native_size})
+
     # -- prepare ---------------------------------------------------------------------------------------
     def prepare(self, image0: ImageLike, image1: ImageLike, config: SVDKeyframeConfig):
         """Load (EXIF-aware, RGB) and bring both keyframes to the working frame."""
         im0 = image0 if isinstance(image0, np.ndarray) else load_image(image0)
         im1 = image1 if isinstance(image1, np.ndarray) else load_image(image1)
-        return fit_keyframes(im0, im1, config)
+        return fit_keyframes(im0, im1, self.resolve(config))
 
     # -- backward model (Sec. 4.2) -----------------------------------------------------------------------
     def use_backward_model(self, config: SVDKeyframeConfig) -> None:
@@ -182,7 +189,7 @@ class SVDKeyframeInterpolator:
     def interpolate(self, image0: ImageLike, image1: ImageLike, config: SVDKeyframeConfig | None = None,
                     progress: bool = False) -> InterpolationResult:
         """Two keyframes -> N+2 frames (frame 0 ≈ I_0, frame N+1 ≈ I_1): prepare, encode, Alg. 2, decode."""
-        config = config or SVDKeyframeConfig()
+        config = self.resolve(config)
         profile = StageProfile(self.device)
         with profile.stage("prepare"):
             images = self.prepare(image0, image1, config)

@@ -10,7 +10,7 @@ import torch
 
 from ..models import ModelLoadError, _folder_identity, _offline_hint, _quiet_hub_progress, default_cache_dir, \
     default_device
-from .svd_tiny import CLIP_MEAN, CLIP_STD, TINY_SVD_VERSION, build_svd_random, ensure_tiny_svd
+from .svd_tiny import CLIP_MEAN, CLIP_STD, TINY_SVD_SIZE, TINY_SVD_VERSION, build_svd_random, ensure_tiny_svd
 
 DEFAULT_SVD_MODEL = "stabilityai/stable-video-diffusion-img2vid-xt"
 SVD_MODEL_ALIASES = ("tiny-svd", "svd-random")
@@ -29,6 +29,7 @@ class SVDComponents:
     identity: str
     device: torch.device
     dtype: torch.dtype
+    native_size: int = 1024  # long side SVD(-XT) was trained at (1024x576)
 
     @property
     def vae_scale(self) -> float:
@@ -118,4 +119,4 @@ def load_svd_components(model: str = DEFAULT_SVD_MODEL, vae: str | None = None,
         m.requires_grad_(False)
         m.eval()
     return SVDComponents(**parts, identity=f"{identity}|{str(dtype).removeprefix('torch.')}", device=device,
-                         dtype=dtype)
+                         dtype=dtype, native_size=TINY_SVD_SIZE if model == "tiny-svd" else 1024)

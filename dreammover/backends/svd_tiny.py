@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 TINY_SVD_VERSION = "tiny-svd-v1"
+TINY_SVD_SIZE = 128  # its default long side: a CPU test model makes noise at any size, so keep it cheap
 # OpenAI CLIP normalisation, which SVD's image encoder uses.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
