@@ -33,12 +33,15 @@ def test_interpolate_svd_writes_an_mp4_with_n_plus_2_frames(tmp_path, dreammover
 def test_interpolate_svd_bad_inputs_are_one_line(tmp_path, dreammover_home):
     bad_cfg = tmp_path / "bad.json"
     bad_cfg.write_text(json.dumps({"lora_steps": 3}))  # a DreamMover field: not an SVD one
+    no_weights = tmp_path / "w.json"
+    no_weights.write_text(json.dumps({"backward_weights": str(tmp_path / "none.safetensors")}))
     cases = [
         ([tmp_path / "missing.png", WIDE / "1.png"], "file not found"),
         ([WIDE / "0.png", WIDE / "1.png", "--config", bad_cfg], "bad configuration"),
         ([WIDE / "0.png", WIDE / "1.png", "--model", "no-such-org/no-such-svd"], "HF_HUB_OFFLINE=1"),
         ([WIDE / "0.png", WIDE / "1.png", "--model", tmp_path], "not a diffusers SVD model"),
         ([WIDE / "0.png", WIDE / "1.png", "--backend", "nope"], "unknown backend"),
+        ([WIDE / "0.png", WIDE / "1.png", "--model", "tiny-svd", "--config", no_weights], "weights not found"),
     ]
     for args, message in cases:
         backend = [] if "--backend" in args else ["--backend", "svd"]

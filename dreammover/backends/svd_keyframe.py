@@ -192,6 +192,7 @@ class SVDKeyframeInterpolator:
         config = self.resolve(config)
         profile = StageProfile(self.device)
         with profile.stage("prepare"):
+            self.use_backward_model(config)  # a bad weights file fails here, before any model work
             images = self.prepare(image0, image1, config)
         with profile.stage("encode"):
             cond = self.encode_keyframes(images, config)
