@@ -15,13 +15,16 @@ from .state import PairState
 class EpsModel:
     """eps = UNet(x, t | prompt) with the prompt broadcast over the batch; counts image-evaluations."""
 
-    def __init__(self, unet, text_emb: torch.Tensor, on_batch: Callable[[int], None] | None = None):
-        self.unet, self.text_emb, self.on_batch = unet, text_emb, on_batch
+    def __init__(self, unet, text_emb: torch.Tensor, on_batch: Callable[[int], None] | None = None,
+                 runner: Callable[..., torch.Tensor] | None = None):
+        self.unet, self.text_emb, self.on_batch, self.runner = unet, text_emb, on_batch, runner
 
     def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
         if self.on_batch is not None:
             self.on_batch(x.shape[0])
         cond = self.text_emb.expand(x.shape[0], -1, -1)
+        if self.runner is not None:  # a CUDA-graph or compiled UNet (acceleration.py)
+            return self.runner(x, t, cond)
         return self.unet(x, t, encoder_hidden_states=cond).sample
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .acceleration import unet_runner
 from .config import InterpolationConfig
 from .correspondence import estimate_flow, estimate_flow_opencv, upsample_features
 from .ddim import DDIMSchedule, ddim_invert
@@ -42,13 +43,16 @@ class InterpolationResult:
 class DreamMover:
     """The method as a library: every step of DESIGN §3 is a method callable on its own (teacher forcing)."""
 
-    def __init__(self, components: ModelComponents):
+    def __init__(self, components: ModelComponents, compile: bool = False, cuda_graphs: bool = False):
+        """compile / cuda_graphs: optional CUDA speed-ups of inference UNet passes (acceleration.py)."""
         self.components = components
+        self._runner = unet_runner(components.unet, components.device, compile=compile, cuda_graphs=cuda_graphs)
 
     @classmethod
     def from_pretrained(cls, model: str = DEFAULT_MODEL, vae: str | None = None, device=None, dtype=None,
-                        **kwargs) -> "DreamMover":
-        return cls(load_components(model, vae=vae, device=device, dtype=dtype, **kwargs))
+                        compile: bool = False, cuda_graphs: bool = False, **kwargs) -> "DreamMover":
+        return cls(load_components(model, vae=vae, device=device, dtype=dtype, **kwargs), compile=compile,
+                   cuda_graphs=cuda_graphs)
 
     # -- helpers -------------------------------------------------------------------------------------
     @property
@@ -66,8 +70,10 @@ class DreamMover:
         return DDIMSchedule.from_scheduler(DDIMScheduler.from_config(self.components.scheduler.config),
                                            config.num_inference_steps)
 
-    def eps_model(self, text_emb: torch.Tensor, profile: StageProfile | None = None) -> EpsModel:
-        return EpsModel(self.components.unet, text_emb, profile.count_unet if profile else None)
+    def eps_model(self, text_emb: torch.Tensor, profile: StageProfile | None = None, hooked: bool = False) -> EpsModel:
+        """hooked: the pass carries a forward hook (features), so it runs eagerly, never from a graph."""
+        return EpsModel(self.components.unet, text_emb, profile.count_unet if profile else None,
+                        None if hooked else self._runner)
 
     # -- step 0: prepare ---------------------------------------------------------------------------------
     def prepare(self, image0: ImageLike, image1: ImageLike, config: InterpolationConfig):
@@ -172,19 +178,19 @@ class DreamMover:
                profile: StageProfile | None = None, progress: bool = False):
         """Steps 3-4: DDIM inversion (Eq. 3) of both latents; at feature_step, one hooked UNet pass (Sec. 3.2)."""
         schedule, unet = self.schedule(config), self.components.unet
-        eps = self.eps_model(text_emb, profile)
+        eps, eager = self.eps_model(text_emb, profile), self.eps_model(text_emb, profile, hooked=True)
         captured: dict[str, torch.Tensor] = {}
 
         def grab(done: int, t: int, x: torch.Tensor) -> None:
             if done == config.feature_step and config.flow == "diffusion":
                 with profile.stage("features") if profile else nullcontext():
-                    captured["f"] = extract_features(lambda: eps(x, t), unet, config.feature_block)
+                    captured["f"] = extract_features(lambda: eager(x, t), unet, config.feature_block)
 
         with tqdm(total=config.inversion_steps, desc="DDIM inversion", disable=not progress, leave=False) as bar, \
                 lora_scale(unet, config.lora_invert_scale):
             traj = ddim_invert(eps, z0, schedule, config.inversion_steps, callback=grab, progress=bar)
             if config.flow == "diffusion" and config.feature_step == 0:
-                captured["f"] = extract_features(lambda: eps(z0, 0), unet, config.feature_block)
+                captured["f"] = extract_features(lambda: eager(z0, 0), unet, config.feature_block)
         return traj, captured.get("f")
 
     # -- step 5: flow ---------------------------------------------------------------------------------------
