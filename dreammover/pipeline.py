@@ -111,7 +111,9 @@ class DreamMover:
             return None
         scale, x = self.components.vae_scale, to_tensor(list(images)).to(self.device)
         h, w = x.shape[-2:]
-        side = max(h, w)  # the released Resize(512) + RandomCrop(512), at our working size
+        # The released Resize(512) + RandomCrop(512) on 512-px inputs: at our working size, Resize(short side)
+        # is the identity and the view a random short-side square (the whole image when it is square).
+        side = min(h, w)
 
         def draw(mean: torch.Tensor, std: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
             noise = torch.randn(mean.shape, generator=gen, device=mean.device)
@@ -120,14 +122,12 @@ class DreamMover:
         if h == w:  # the view is the image itself: one encode serves every step (the encoder is deterministic)
             mean, std = posterior if posterior is not None else self.encode_posterior(x)
             return lambda gen: draw(mean, std, gen)
-        big = torch.nn.functional.interpolate(x, size=(h * side // min(h, w), w * side // min(h, w)),
-                                              mode="bilinear", antialias=True, align_corners=False)
         crops = torch.Generator().manual_seed(config.seed)  # on the host: a crop offset is a Python int
 
         def sample(gen: torch.Generator) -> torch.Tensor:
-            i = int(torch.randint(0, big.shape[-2] - side + 1, (), generator=crops))
-            j = int(torch.randint(0, big.shape[-1] - side + 1, (), generator=crops))
-            return draw(*self.encode_posterior(big[..., i:i + side, j:j + side]), gen)
+            i = int(torch.randint(0, h - side + 1, (), generator=crops))
+            j = int(torch.randint(0, w - side + 1, (), generator=crops))
+            return draw(*self.encode_posterior(x[..., i:i + side, j:j + side]), gen)
         return sample
 
     # -- step 1: LoRA ---------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The pair's LoRA as the released code runs it: scale 1.0 for inversion/features, 0.8 while denoising,
 merged into the weights with a bit-exact way back to the pretrained UNet."""
+import numpy as np
 import pytest
 import torch
 
@@ -119,3 +120,31 @@ def test_merge_rejects_weights_of_another_unet(tiny_dm):
     with pytest.raises(ValueError, match="do not fit"):
         merge_lora(unet, bad, rank=4)
     remove_lora(unet)
+
+
+def test_fit_input_is_a_posterior_sample_of_a_random_square_view(tiny_dm):
+    """lora_fit_input='sampled_views' (released: latent_dist.sample() of Resize+RandomCrop), teacher-forced."""
+    from dreammover.images import to_tensor
+
+    rng = np.random.default_rng(0)
+    wide = [rng.integers(0, 256, (64, 128, 3), dtype=np.uint8) for _ in range(2)]
+    square = [im[:, :64] for im in wide]
+    cfg, scale = InterpolationConfig(size=128, seed=3), tiny_dm.components.vae_scale
+    assert tiny_dm.latent_sampler(square, cfg.model_copy(update=dict(lora_fit_input="posterior_mean"))) is None
+
+    mean, std = tiny_dm.encode_posterior(square)
+    got = tiny_dm.latent_sampler(square, cfg)(torch.Generator().manual_seed(7))
+    noise = torch.randn(mean.shape, generator=torch.Generator().manual_seed(7))
+    assert torch.allclose(got, (mean + std * noise) * scale, atol=1e-6)
+    assert (got - mean * scale).abs().max() > 1e-3  # a sample, not the posterior mean
+
+    sampler, crops = tiny_dm.latent_sampler(wide, cfg), torch.Generator().manual_seed(cfg.seed)
+    x = to_tensor(wide)
+    for draw in range(3):
+        gen = torch.Generator().manual_seed(draw)
+        got = sampler(gen)
+        i, j = (int(torch.randint(0, n, (), generator=crops)) for n in (1, 65))
+        m, s = tiny_dm.encode_posterior(x[..., i:i + 64, j:j + 64])
+        noise = torch.randn(m.shape, generator=torch.Generator().manual_seed(draw))
+        assert got.shape == (2, 4, 8, 8)
+        assert torch.allclose(got, (m + s * noise) * scale, atol=1e-6)
