@@ -1,4 +1,4 @@
-"""Load Stable Diffusion 1.5-style weights: hub id, local diffusers folder, single-file checkpoint, `tiny`, `sd15-random`."""
+"""Load Stable Diffusion 1.5-style weights: hub id, diffusers folder, single-file checkpoint, `tiny`, `sd15-random`."""
 from __future__ import annotations
 
 import hashlib

@@ -133,7 +133,8 @@ class DreamMover:
     # -- step 1: LoRA ---------------------------------------------------------------------------------------
     def fit_lora(self, z0: torch.Tensor, text_emb: torch.Tensor, config: InterpolationConfig,
                  progress: bool = False, images: Sequence[np.ndarray] | None = None,
-                 posterior: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], list[float]]:
+                 posterior: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 ) -> tuple[dict[str, torch.Tensor], list[float]]:
         """Step 1 (Sec. 3.4): fit the pair's LoRA; it stays active (merged, scale 1) for every later UNet pass.
 
         images: the prepared pair, needed for lora_fit_input='sampled_views' (the default); posterior:
