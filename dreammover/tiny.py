@@ -58,16 +58,12 @@ SPECS = {
 }
 
 
-def build_model(folder: str | Path, spec: str = "tiny", seed: int = 0) -> Path:
-    """Build an SD1.5-shaped model of the named width from config with a fixed seed; save it as a diffusers folder."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+def build_modules(spec: str = "tiny"):
+    """UNet, VAE and text encoder of the named spec, randomly initialised from the global RNG."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from .models import _quiet_hub_progress
-
-    _quiet_hub_progress()
-    folder, cfg = Path(folder), SPECS[spec]
-    torch.manual_seed(seed)
+    cfg = SPECS[spec]
     unet = UNet2DConditionModel(
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, **cfg["unet"])
@@ -77,6 +73,19 @@ def build_model(folder: str | Path, spec: str = "tiny", seed: int = 0) -> Path:
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=514, max_position_embeddings=77, bos_token_id=512, eos_token_id=513, pad_token_id=513,
         **cfg["text"]))
+    return unet, vae, text_encoder
+
+
+def build_model(folder: str | Path, spec: str = "tiny", seed: int = 0) -> Path:
+    """Build an SD1.5-shaped model of the named width from config with a fixed seed; save it as a diffusers folder."""
+    from diffusers import DDIMScheduler
+
+    from .models import _quiet_hub_progress
+
+    _quiet_hub_progress()
+    folder, cfg = Path(folder), SPECS[spec]
+    torch.manual_seed(seed)
+    unet, vae, text_encoder = build_modules(spec)
     scheduler = DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
         num_train_timesteps=1000, clip_sample=False, set_alpha_to_one=False, steps_offset=1,
