@@ -6,9 +6,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 # Fields whose change invalidates the per-pair LoRA or inversion/flow caches (DESIGN §4).
-LORA_FIELDS = ("lora", "lora_rank", "lora_lr", "lora_steps", "prompt", "size", "resize_policy", "seed")
+LORA_FIELDS = ("lora", "lora_rank", "lora_lr", "lora_steps", "lora_fit_input", "prompt", "size", "resize_policy",
+               "seed")
 INVERSION_FIELDS = LORA_FIELDS + (
-    "num_inference_steps", "inversion_steps", "feature_step", "feature_block", "flow",
+    "num_inference_steps", "inversion_steps", "feature_step", "feature_block", "flow", "lora_invert_scale",
 )
 
 
@@ -27,6 +28,10 @@ class InterpolationConfig(BaseModel):
     lora_rank: int = Field(16, ge=1)
     lora_lr: float = Field(5e-4, gt=0)
     lora_steps: int = Field(80, ge=0)
+    lora_fit_input: Literal["sampled_views", "posterior_mean"] = Field(
+        "sampled_views", description="released code: a posterior sample of a Resize+RandomCrop view each step")
+    lora_invert_scale: float = Field(1.0, ge=0, description="LoRA scale during inversion and feature extraction")
+    lora_denoise_scale: float = Field(0.8, ge=0, description="LoRA scale in every attention layer while denoising")
     # Step 3: DDIM schedule and inversion
     num_inference_steps: int = Field(50, ge=2)
     inversion_steps: int = Field(30, ge=1)
@@ -45,7 +50,8 @@ class InterpolationConfig(BaseModel):
     reference_blocks: int = Field(6, ge=0, description="last k self-attention blocks of the up path")
     # Frames, batching, output
     num_frames: int = Field(32, ge=1, description="in-between frames N; the clip has N+2")
-    frames_per_batch: int = Field(8, ge=1)
+    frames_per_batch: int | Literal["auto"] = Field(
+        "auto", description="in-between frames per UNet batch; 'auto': as many as the device's free memory holds")
     decode_batch: int = Field(8, ge=1)
     keep_inputs: bool = False
 
@@ -54,6 +60,8 @@ class InterpolationConfig(BaseModel):
             raise ValueError("inversion_steps must not exceed num_inference_steps")
         if self.feature_step >= self.inversion_steps:
             raise ValueError("feature_step must be smaller than inversion_steps")
+        if isinstance(self.frames_per_batch, int) and self.frames_per_batch < 1:
+            raise ValueError("frames_per_batch must be a positive number or 'auto'")
         if self.guidance_scale != 1.0:
             raise ValueError("DreamMover uses no classifier-free guidance (guidance_scale must be 1)")
 

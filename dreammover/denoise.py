@@ -15,13 +15,16 @@ from .state import PairState
 class EpsModel:
     """eps = UNet(x, t | prompt) with the prompt broadcast over the batch; counts image-evaluations."""
 
-    def __init__(self, unet, text_emb: torch.Tensor, on_batch: Callable[[int], None] | None = None):
-        self.unet, self.text_emb, self.on_batch = unet, text_emb, on_batch
+    def __init__(self, unet, text_emb: torch.Tensor, on_batch: Callable[[int], None] | None = None,
+                 runner: Callable[..., torch.Tensor] | None = None):
+        self.unet, self.text_emb, self.on_batch, self.runner = unet, text_emb, on_batch, runner
 
     def __call__(self, x: torch.Tensor, t: int) -> torch.Tensor:
         if self.on_batch is not None:
             self.on_batch(x.shape[0])
         cond = self.text_emb.expand(x.shape[0], -1, -1)
+        if self.runner is not None:  # a CUDA-graph or compiled UNet (acceleration.py)
+            return self.runner(x, t, cond)
         return self.unet(x, t, encoder_hidden_states=cond).sample
 
 
@@ -70,6 +73,56 @@ def denoise_chunk(eps: EpsModel, schedule: DDIMSchedule, state: PairState, delta
     return x
 
 
-def chunks(deltas: Sequence[float], size: int) -> list[list[float]]:
-    """Split the deltas into chunks of at most `size` in-between frames."""
+def chunks(deltas: Sequence[float], size: int | str) -> list[list[float]]:
+    """Split the deltas into chunks of at most `size` in-between frames.
+
+    "auto" is one chunk: how many frames fit in memory is decided where the chunk runs (`plan_chunks`).
+    """
+    if size == "auto":
+        return [list(deltas)] if len(deltas) else []
     return [list(deltas[i:i + size]) for i in range(0, len(deltas), size)]
+
+
+# Activation bytes of one image through an SD1.5-style UNet under no_grad, per latent pixel, per
+# channel of its first block, per byte of dtype: the skip connections plus the widest transient (the
+# feed-forward of a full-resolution transformer block) come to ~19; 32 leaves a margin.
+_ACTIVATION_FACTOR = 32
+CPU_MAX_FRAMES = 64  # a CPU gains nothing from huger batches and must stay responsive
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """What a batch may still use: free device memory (plus torch's cached blocks), or a share of free RAM."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(0.8 * (free + cached))
+    import os
+
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        available = 8 * 2**30
+    return int(0.25 * available)
+
+
+def auto_frames_per_batch(unet, latent_hw: tuple[int, int], device: torch.device, dtype: torch.dtype,
+                          budget: int | None = None) -> int:
+    """How many in-between frames (besides the two endpoints) one denoising batch can hold."""
+    per_image = (_ACTIVATION_FACTOR * unet.config.block_out_channels[0] * latent_hw[0] * latent_hw[1]
+                 * torch.finfo(dtype).bits // 8)
+    budget = free_memory_bytes(device) if budget is None else budget
+    frames = max(1, budget // per_image - 2)
+    return frames if device.type == "cuda" else min(frames, CPU_MAX_FRAMES)
+
+
+def plan_chunks(deltas: Sequence[float], frames_per_batch: int | str, unet, latent_hw: tuple[int, int],
+                device: torch.device, dtype: torch.dtype) -> list[list[float]]:
+    """Chunks of the deltas for one device; "auto" takes as many as fit, in chunks of equal size.
+
+    Each chunk re-denoises both endpoints (2 x 31 image-evals at defaults), so fewer chunks are cheaper.
+    """
+    if frames_per_batch != "auto":
+        return chunks(deltas, frames_per_batch)
+    limit = auto_frames_per_batch(unet, latent_hw, device, dtype)
+    count = -(-len(deltas) // limit) if len(deltas) else 0
+    return chunks(deltas, -(-len(deltas) // count)) if count else []

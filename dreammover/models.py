@@ -1,4 +1,4 @@
-"""Load Stable Diffusion 1.5-style weights: hub id, local diffusers folder, single-file checkpoint, or `tiny`."""
+"""Load Stable Diffusion 1.5-style weights: hub id, diffusers folder, single-file checkpoint, `tiny`, `sd15-random`."""
 from __future__ import annotations
 
 import hashlib
@@ -10,6 +10,8 @@ from typing import Any
 import torch
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+# Names built from config (no download): the CPU test model, and SD1.5's architecture with random weights.
+BUILT_MODELS = ("tiny", "sd15-random")
 
 
 class ModelLoadError(RuntimeError):
@@ -64,15 +66,19 @@ def _offline_hint(name: str, err: Exception) -> ModelLoadError:
     return ModelLoadError(f"could not load model '{name}': {how} ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
 
 
-def _load_folder_or_hub(source: str, dtype: torch.dtype) -> dict:
+def _load_folder_or_hub(source: str, dtype: torch.dtype, device: torch.device) -> dict:
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     kw = dict(torch_dtype=dtype, use_safetensors=True)
+    text_kw = dict(dtype=dtype, use_safetensors=True)
+    if device.type == "cuda":
+        # Weights go from the safetensors file straight to the GPU (no CPU copy, no random init first).
+        kw["device_map"] = text_kw["device_map"] = {"": str(device)}
     return dict(
         unet=UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kw),
         vae=AutoencoderKL.from_pretrained(source, subfolder="vae", **kw),
-        text_encoder=CLIPTextModel.from_pretrained(source, subfolder="text_encoder", dtype=dtype, use_safetensors=True),
+        text_encoder=CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **text_kw),
         tokenizer=CLIPTokenizer.from_pretrained(source, subfolder="tokenizer"),
         scheduler=DDIMScheduler.from_pretrained(source, subfolder="scheduler"),
     )
@@ -87,6 +93,12 @@ def _load_single_file(path: Path, dtype: torch.dtype, config: str | None) -> dic
     pipe = StableDiffusionPipeline.from_single_file(str(path), **kw)
     return dict(unet=pipe.unet, vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
                 scheduler=DDIMScheduler.from_config(pipe.scheduler.config))
+
+
+def _needs_move(module, device: torch.device) -> bool:
+    """Whether any weight is on another device (loaded with device_map, nothing is)."""
+    return any(t.device.type != device.type or (device.index is not None and t.device.index != device.index)
+               for t in module.parameters())
 
 
 def _quiet_hub_progress() -> None:
@@ -109,9 +121,10 @@ def load_components(model: str = DEFAULT_MODEL, vae: str | None = None, device: 
                  "fp32": torch.float32, "float32": torch.float32}[dtype]
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
 
-    if model == "tiny":
-        from .tiny import TINY_VERSION, ensure_tiny_model
-        source, identity = str(ensure_tiny_model(Path(cache_dir or default_cache_dir()) / "models")), TINY_VERSION
+    if model in BUILT_MODELS:  # built from config with a fixed seed, once, then loaded like any folder
+        from .tiny import SPECS, ensure_model
+        source = str(ensure_model(Path(cache_dir or default_cache_dir()) / "models", model))
+        identity = SPECS[model]["version"]
     else:
         source, identity = model, model
     path = Path(source)
@@ -124,13 +137,13 @@ def load_components(model: str = DEFAULT_MODEL, vae: str | None = None, device: 
         elif path.is_dir():
             if not (path / "unet").is_dir():
                 raise ModelLoadError(f"'{model}' is a folder but not a diffusers model (no unet/ subfolder)")
-            parts = _load_folder_or_hub(source, dtype)
-            if model != "tiny":
+            parts = _load_folder_or_hub(source, dtype, device)
+            if model not in BUILT_MODELS:
                 identity = f"dir:{path.name}:{_folder_identity(path)}"
         elif source.endswith((".safetensors", ".ckpt")) or source.startswith((".", "/")):
             raise ModelLoadError(f"model file or folder '{model}' does not exist")
         else:
-            parts = _load_folder_or_hub(source, dtype)
+            parts = _load_folder_or_hub(source, dtype, device)
         if vae:
             from diffusers import AutoencoderKL
             vp = Path(vae)
@@ -144,7 +157,8 @@ def load_components(model: str = DEFAULT_MODEL, vae: str | None = None, device: 
 
     for name in ("unet", "vae", "text_encoder"):
         m = parts[name]
-        m.to(device)
+        if _needs_move(m, device):
+            m.to(device)
         m.requires_grad_(False)
         m.eval()
     return ModelComponents(**parts, identity=f"{identity}|{str(dtype).removeprefix('torch.')}",

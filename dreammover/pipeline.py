@@ -1,6 +1,7 @@
 """DreamMover (Shen et al., ECCV 2024): two photos -> N+2 semantically consistent frames, read top-down as the paper."""
 from __future__ import annotations
 
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,13 +11,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .acceleration import unet_runner
 from .config import InterpolationConfig
 from .correspondence import estimate_flow, estimate_flow_opencv, upsample_features
 from .ddim import DDIMSchedule, ddim_invert
-from .denoise import EpsModel, chunks, denoise_chunk
+from .denoise import EpsModel, denoise_chunk, plan_chunks
 from .features import extract_features
 from .images import load_and_prepare, to_tensor, to_uint8
-from .lora import fit_lora, load_lora, remove_lora
+from .lora import LatentSampler, fit_lora, load_lora, remove_lora
+from .lora_merge import lora_scale, merge_lora
 from .models import DEFAULT_MODEL, ModelComponents, load_components
 from .profiling import StageProfile
 from .state import PairState
@@ -40,13 +43,16 @@ class InterpolationResult:
 class DreamMover:
     """The method as a library: every step of DESIGN §3 is a method callable on its own (teacher forcing)."""
 
-    def __init__(self, components: ModelComponents):
+    def __init__(self, components: ModelComponents, compile: bool = False, cuda_graphs: bool = False):
+        """compile / cuda_graphs: optional CUDA speed-ups of inference UNet passes (acceleration.py)."""
         self.components = components
+        self._runner = unet_runner(components.unet, components.device, compile=compile, cuda_graphs=cuda_graphs)
 
     @classmethod
     def from_pretrained(cls, model: str = DEFAULT_MODEL, vae: str | None = None, device=None, dtype=None,
-                        **kwargs) -> "DreamMover":
-        return cls(load_components(model, vae=vae, device=device, dtype=dtype, **kwargs))
+                        compile: bool = False, cuda_graphs: bool = False, **kwargs) -> "DreamMover":
+        return cls(load_components(model, vae=vae, device=device, dtype=dtype, **kwargs), compile=compile,
+                   cuda_graphs=cuda_graphs)
 
     # -- helpers -------------------------------------------------------------------------------------
     @property
@@ -64,8 +70,10 @@ class DreamMover:
         return DDIMSchedule.from_scheduler(DDIMScheduler.from_config(self.components.scheduler.config),
                                            config.num_inference_steps)
 
-    def eps_model(self, text_emb: torch.Tensor, profile: StageProfile | None = None) -> EpsModel:
-        return EpsModel(self.components.unet, text_emb, profile.count_unet if profile else None)
+    def eps_model(self, text_emb: torch.Tensor, profile: StageProfile | None = None, hooked: bool = False) -> EpsModel:
+        """hooked: the pass carries a forward hook (features), so it runs eagerly, never from a graph."""
+        return EpsModel(self.components.unet, text_emb, profile.count_unet if profile else None,
+                        None if hooked else self._runner)
 
     # -- step 0: prepare ---------------------------------------------------------------------------------
     def prepare(self, image0: ImageLike, image1: ImageLike, config: InterpolationConfig):
@@ -84,28 +92,86 @@ class DreamMover:
     @torch.no_grad()
     def encode_images(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """Step 2: z0 = VAE posterior mean x scaling factor."""
-        x = to_tensor(list(images)).to(self.device, self.dtype)
-        return self.components.vae.encode(x).latent_dist.mean * self.components.vae_scale
+        return self.encode_posterior(images)[0] * self.components.vae_scale
+
+    @torch.no_grad()
+    def encode_posterior(self, images: Sequence[np.ndarray] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The VAE posterior (mean, std) of prepared images (or of a [-1,1] tensor), unscaled."""
+        x = images if isinstance(images, torch.Tensor) else to_tensor(list(images))
+        dist = self.components.vae.encode(x.to(self.device, self.dtype)).latent_dist
+        return dist.mean, dist.std
+
+    def latent_sampler(self, images: Sequence[np.ndarray], config: InterpolationConfig,
+                       posterior: tuple[torch.Tensor, torch.Tensor] | None = None) -> LatentSampler | None:
+        """The fit's clean latents per step as the released code: a posterior sample of a Resize+RandomCrop view.
+
+        None for lora_fit_input='posterior_mean' (the fit then uses z0 every step).
+        """
+        if config.lora_fit_input == "posterior_mean":
+            return None
+        scale, x = self.components.vae_scale, to_tensor(list(images)).to(self.device)
+        h, w = x.shape[-2:]
+        # The released Resize(512) + RandomCrop(512) on 512-px inputs: at our working size, Resize(short side)
+        # is the identity and the view a random short-side square (the whole image when it is square).
+        side = min(h, w)
+
+        def draw(mean: torch.Tensor, std: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+            noise = torch.randn(mean.shape, generator=gen, device=mean.device)
+            return (mean.float() + std.float() * noise) * scale
+
+        if h == w:  # the view is the image itself: one encode serves every step (the encoder is deterministic)
+            mean, std = posterior if posterior is not None else self.encode_posterior(x)
+            return lambda gen: draw(mean, std, gen)
+        crops = torch.Generator().manual_seed(config.seed)  # on the host: a crop offset is a Python int
+
+        def sample(gen: torch.Generator) -> torch.Tensor:
+            i = int(torch.randint(0, h - side + 1, (), generator=crops))
+            j = int(torch.randint(0, w - side + 1, (), generator=crops))
+            return draw(*self.encode_posterior(x[..., i:i + side, j:j + side]), gen)
+        return sample
 
     # -- step 1: LoRA ---------------------------------------------------------------------------------------
     def fit_lora(self, z0: torch.Tensor, text_emb: torch.Tensor, config: InterpolationConfig,
-                 progress: bool = False) -> tuple[dict[str, torch.Tensor], list[float]]:
-        """Step 1 (Sec. 3.4): fit the pair's LoRA; it stays active for every later UNet pass."""
+                 progress: bool = False, images: Sequence[np.ndarray] | None = None,
+                 posterior: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 ) -> tuple[dict[str, torch.Tensor], list[float]]:
+        """Step 1 (Sec. 3.4): fit the pair's LoRA; it stays active (merged, scale 1) for every later UNet pass.
+
+        images: the prepared pair, needed for lora_fit_input='sampled_views' (the default); posterior:
+        their encode_posterior() when the caller has it (saves one VAE pass).
+        """
+        sampler = None
+        if config.lora_fit_input == "sampled_views":
+            if images is None:
+                warnings.warn("fit_lora without images= fits on the posterior mean z0, not on sampled views "
+                              "(lora_fit_input='sampled_views'): pass the prepared pair", stacklevel=2)
+            else:
+                sampler = self.latent_sampler(images, config, posterior)
         bar = tqdm(total=config.lora_steps, desc="LoRA fit", disable=not progress, leave=False)
         with torch.enable_grad():
             state, losses = fit_lora(
                 self.components.unet, z0, text_emb, self.components.scheduler.alphas_cumprod,
                 rank=config.lora_rank, lr=config.lora_lr, steps=config.lora_steps, seed=config.seed,
-                on_step=lambda i, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.4f}")))
+                on_step=lambda i, loss: bar.update(1), sample_latents=sampler)
+        if losses:
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
         bar.close()
+        self.use_lora(state, config.lora_rank)
         return state, losses
 
-    def use_lora(self, state: dict[str, torch.Tensor] | None, rank: int) -> None:
-        """Activate given LoRA weights (e.g. from a cache), or the plain pretrained UNet for None."""
+    def use_lora(self, state: dict[str, torch.Tensor] | None, rank: int, merge: bool = True) -> None:
+        """Activate given LoRA weights (e.g. from a cache), or the plain pretrained UNet for None.
+
+        merge: fold it into the UNet's weights (as fast as the plain UNet; the previous weights come back
+        bit-exactly on the next call), else keep peft adapter layers.
+        """
+        unet = self.components.unet
         if state is None:
-            remove_lora(self.components.unet)
+            remove_lora(unet)
+        elif merge:
+            merge_lora(unet, state, rank, scale=1.0)
         else:
-            load_lora(self.components.unet, state, rank)
+            load_lora(unet, state, rank)
 
     # -- steps 3-4: inversion with features on the way ------------------------------------------------
     @torch.no_grad()
@@ -113,18 +179,19 @@ class DreamMover:
                profile: StageProfile | None = None, progress: bool = False):
         """Steps 3-4: DDIM inversion (Eq. 3) of both latents; at feature_step, one hooked UNet pass (Sec. 3.2)."""
         schedule, unet = self.schedule(config), self.components.unet
-        eps = self.eps_model(text_emb, profile)
+        eps, eager = self.eps_model(text_emb, profile), self.eps_model(text_emb, profile, hooked=True)
         captured: dict[str, torch.Tensor] = {}
 
         def grab(done: int, t: int, x: torch.Tensor) -> None:
             if done == config.feature_step and config.flow == "diffusion":
                 with profile.stage("features") if profile else nullcontext():
-                    captured["f"] = extract_features(lambda: eps(x, t), unet, config.feature_block)
+                    captured["f"] = extract_features(lambda: eager(x, t), unet, config.feature_block)
 
-        with tqdm(total=config.inversion_steps, desc="DDIM inversion", disable=not progress, leave=False) as bar:
+        with tqdm(total=config.inversion_steps, desc="DDIM inversion", disable=not progress, leave=False) as bar, \
+                lora_scale(unet, config.lora_invert_scale):
             traj = ddim_invert(eps, z0, schedule, config.inversion_steps, callback=grab, progress=bar)
-        if config.flow == "diffusion" and config.feature_step == 0:
-            captured["f"] = extract_features(lambda: eps(z0, 0), unet, config.feature_block)
+            if config.flow == "diffusion" and config.feature_step == 0:
+                captured["f"] = extract_features(lambda: eager(z0, 0), unet, config.feature_block)
         return traj, captured.get("f")
 
     # -- step 5: flow ---------------------------------------------------------------------------------------
@@ -158,13 +225,18 @@ class DreamMover:
     @torch.no_grad()
     def denoise(self, state: PairState, deltas: Sequence[float], config: InterpolationConfig,
                 profile: StageProfile | None = None, progress: bool = False, on_step=None) -> torch.Tensor:
-        """Steps 6-11 for the given deltas, `frames_per_batch` at a time; returns [2+len(deltas),C,h,w]."""
+        """Steps 6-11 for the given deltas, `frames_per_batch` at a time; returns [2+len(deltas),C,h,w].
+
+        The active LoRA runs at config.lora_denoise_scale (0.8, as the released code) in every attention layer.
+        """
         state = state.to(self.device, self.dtype)
         schedule, eps = self.schedule(config), self.eps_model(state.text_emb, profile)
-        parts = chunks(deltas, config.frames_per_batch)
+        parts = plan_chunks(deltas, config.frames_per_batch, self.components.unet, tuple(state.z_T.shape[-2:]),
+                            self.device, self.dtype)
         steps = config.inversion_steps
         ends, frames = None, []
-        with tqdm(total=steps * len(parts), desc="denoising", disable=not progress, leave=False) as bar:
+        with tqdm(total=steps * len(parts), desc="denoising", disable=not progress, leave=False) as bar, \
+                lora_scale(self.components.unet, config.lora_denoise_scale):
             for part in parts:
                 out = denoise_chunk(eps, schedule, state, part, config, progress=bar, on_step=on_step)
                 ends = out[:2] if ends is None else ends
@@ -191,10 +263,11 @@ class DreamMover:
             images = self.prepare(image0, image1, config)
         losses: list[float] = []
         with profile.stage("encode"):
-            z0, emb = self.encode_images(images), self.encode_prompt(config.prompt)
+            posterior, emb = self.encode_posterior(images), self.encode_prompt(config.prompt)
+            z0 = posterior[0] * self.components.vae_scale
         with profile.stage("lora"):
             if config.lora and config.lora_steps > 0:
-                _, losses = self.fit_lora(z0, emb, config, progress)
+                _, losses = self.fit_lora(z0, emb, config, progress, images=images, posterior=posterior)
                 profile.count_unet(z0.shape[0] * config.lora_steps)
             else:
                 self.use_lora(None, config.lora_rank)

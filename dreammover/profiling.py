@@ -9,9 +9,25 @@ from dataclasses import dataclass, field
 import torch
 
 
-def _sync(device: torch.device | None) -> None:
+def synchronize(device: torch.device | None) -> None:
+    """Wait for queued GPU work: a clock read before it would time the launch, not the work."""
     if device is not None and device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+_sync = synchronize
+
+
+def reset_peak_memory(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_gb(device: torch.device | None) -> float | None:
+    """Peak GPU memory allocated by tensors since the last reset (None off CUDA)."""
+    if device is None or device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
 
 
 @dataclass

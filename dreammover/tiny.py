@@ -1,4 +1,4 @@
-"""A deterministic tiny Stable-Diffusion-1.5-shaped model, written as a normal diffusers folder.
+"""Deterministic Stable-Diffusion-1.5-shaped models built from config, written as normal diffusers folders.
 
 Same block topology as SD1.5 (4 down / 4 up blocks, cross-attention where SD1.5 has it,
 16 transformer blocks, VAE factor 8) so that "second up-block" and "last six transformer
@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 TINY_VERSION = "tiny-sd15-v1"
+SD15_RANDOM_VERSION = "sd15-random-v1"
 TEXT_DIM = 32
 
 
@@ -36,47 +37,61 @@ def _write_tokenizer(folder: Path) -> None:
     }))
 
 
-def build_tiny_model(folder: str | Path, seed: int = 0) -> Path:
-    """Build the tiny model from config with a fixed seed and save it as a diffusers folder."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+# SD1.5 layout (4 down / 4 up blocks, cross-attention where SD1.5 has it, 16 transformer blocks, VAE factor 8)
+# at two widths: "tiny" runs in milliseconds on a CPU; "sd15-random" is SD1.5's exact architecture and
+# compute with random weights, for GPU benchmarks without a download.
+SPECS = {
+    "tiny": dict(
+        version=TINY_VERSION, dtype=torch.float32,
+        unet=dict(sample_size=8, block_out_channels=(32, 32, 64, 64), layers_per_block=2,
+                  cross_attention_dim=TEXT_DIM, attention_head_dim=8, norm_num_groups=8),
+        vae=dict(block_out_channels=(16, 32, 32, 32), layers_per_block=1, norm_num_groups=8, sample_size=64),
+        text=dict(hidden_size=TEXT_DIM, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4),
+    ),
+    "sd15-random": dict(
+        version=SD15_RANDOM_VERSION, dtype=torch.float16,  # stored as the hub's fp16 variant: no cast on load
+        unet=dict(sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+                  cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32),
+        vae=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, sample_size=512),
+        text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+    ),
+}
+
+
+def build_modules(spec: str = "tiny"):
+    """UNet, VAE and text encoder of the named spec, randomly initialised from the global RNG."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
+
+    cfg = SPECS[spec]
+    unet = UNet2DConditionModel(
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, **cfg["unet"])
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4,
+        **cfg["vae"])
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=514, max_position_embeddings=77, bos_token_id=512, eos_token_id=513, pad_token_id=513,
+        **cfg["text"]))
+    return unet, vae, text_encoder
+
+
+def build_model(folder: str | Path, spec: str = "tiny", seed: int = 0) -> Path:
+    """Build an SD1.5-shaped model of the named width from config with a fixed seed; save it as a diffusers folder."""
+    from diffusers import DDIMScheduler
 
     from .models import _quiet_hub_progress
 
     _quiet_hub_progress()
-    folder = Path(folder)
+    folder, cfg = Path(folder), SPECS[spec]
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        block_out_channels=(32, 32, 64, 64),
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        layers_per_block=2,
-        cross_attention_dim=TEXT_DIM,
-        attention_head_dim=8,
-        norm_num_groups=8,
-    )
-    vae = AutoencoderKL(
-        block_out_channels=(16, 32, 32, 32),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=64,
-    )
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=514, hidden_size=TEXT_DIM, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=77, bos_token_id=512, eos_token_id=513,
-        pad_token_id=513,
-    ))
+    unet, vae, text_encoder = build_modules(spec)
     scheduler = DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
         num_train_timesteps=1000, clip_sample=False, set_alpha_to_one=False, steps_offset=1,
     )
-    unet.save_pretrained(folder / "unet")
-    vae.save_pretrained(folder / "vae")
-    text_encoder.save_pretrained(folder / "text_encoder")
+    for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
+        (module if cfg["dtype"] == torch.float32 else module.to(cfg["dtype"])).save_pretrained(folder / name)
     scheduler.save_pretrained(folder / "scheduler")
     _write_tokenizer(folder / "tokenizer")
     (folder / "model_index.json").write_text(json.dumps({
@@ -87,19 +102,30 @@ def build_tiny_model(folder: str | Path, seed: int = 0) -> Path:
         "safety_checker": [None, None], "feature_extractor": [None, None],
         "requires_safety_checker": False,
     }, indent=2))
-    (folder / "TINY_VERSION").write_text(TINY_VERSION)
+    (folder / "TINY_VERSION").write_text(cfg["version"])
     return folder
 
 
-def ensure_tiny_model(cache_dir: str | Path) -> Path:
-    """Return the tiny model folder under cache_dir, building it once (an explicit, named write)."""
-    folder = Path(cache_dir) / TINY_VERSION
+def build_tiny_model(folder: str | Path, seed: int = 0) -> Path:
+    """Build the tiny model from config with a fixed seed and save it as a diffusers folder."""
+    return build_model(folder, "tiny", seed)
+
+
+def ensure_model(cache_dir: str | Path, spec: str = "tiny") -> Path:
+    """Return the named built model's folder under cache_dir, building it once (an explicit, named write)."""
+    version = SPECS[spec]["version"]
+    folder = Path(cache_dir) / version
     marker = folder / "TINY_VERSION"
-    if not (marker.exists() and marker.read_text() == TINY_VERSION):
+    if not (marker.exists() and marker.read_text() == version):
         tmp = folder.with_name(folder.name + ".partial")
-        build_tiny_model(tmp)
+        build_model(tmp, spec)
         if folder.exists():
             import shutil
             shutil.rmtree(folder)
         tmp.rename(folder)
     return folder
+
+
+def ensure_tiny_model(cache_dir: str | Path) -> Path:
+    """Return the tiny model folder under cache_dir, building it once (an explicit, named write)."""
+    return ensure_model(cache_dir, "tiny")

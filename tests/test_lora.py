@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from dreammover import InterpolationConfig
-from dreammover.lora import lora_parameters, read_lora, save_lora
+from dreammover.lora import lora_parameters, lora_state_dict, read_lora, save_lora
 
 
 def _fixed_loss(unet, z0, emb, alphas, seed=123, n=12):
@@ -27,18 +27,17 @@ def test_lora_fit_changes_only_adapter_and_lowers_loss(tiny_dm, dog_pair, tmp_pa
     images = dm.prepare(*dog_pair, cfg)
     z0, emb = dm.encode_images(images), dm.encode_prompt("")
     alphas = dm.components.scheduler.alphas_cumprod
-    strip = lambda k: k.replace(".base_layer", "")  # noqa: E731  (peft wraps layers as x.base_layer)
-    base_before = {strip(k): v.clone() for k, v in unet.state_dict().items() if "lora_" not in k}
+    base_before = {k: v.clone() for k, v in unet.state_dict().items()}
     loss_before = _fixed_loss(unet, z0, emb, alphas)
 
-    state, losses = dm.fit_lora(z0, emb, cfg)
+    state, losses = dm.fit_lora(z0, emb, cfg, images=images)
     assert len(losses) == 60
-    base_after = {k: v for k, v in unet.state_dict().items() if "lora_" not in k}
-    assert {strip(k) for k in base_after} == set(base_before)
-    for k, v in base_after.items():
-        assert torch.equal(v, base_before[strip(k)]), k
+    # The fitted adapter is merged into the projections: no adapter layers, only the 128 targets moved.
+    assert not lora_parameters(unet) and unet.state_dict().keys() == base_before.keys()
+    moved = {k for k, v in unet.state_dict().items() if not torch.equal(v, base_before[k])}
+    assert moved and all(k.endswith(("to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight")) for k in moved)
     assert any(p.abs().sum() > 0 for n, p in state.items() if "lora_B" in n)  # B starts at zero
-    assert all(not p.requires_grad for p in lora_parameters(unet))
+    assert all(torch.equal(v, state[k]) for k, v in lora_state_dict(unet).items())
     loss_after = _fixed_loss(unet, z0, emb, alphas)
     assert loss_after < loss_before
 
@@ -47,6 +46,7 @@ def test_lora_fit_changes_only_adapter_and_lowers_loss(tiny_dm, dog_pair, tmp_pa
         fitted = unet(x, 300, encoder_hidden_states=emb.expand(2, -1, -1)).sample
     path = save_lora(state, tmp_path / "lora.safetensors", cfg.lora_rank)
     dm.use_lora(None, 16)
+    assert all(torch.equal(v, base_before[k]) for k, v in unet.state_dict().items())  # bit-exact restore
     with torch.no_grad():
         plain = unet(x, 300, encoder_hidden_states=emb.expand(2, -1, -1)).sample
     loaded, rank = read_lora(path)
@@ -54,9 +54,13 @@ def test_lora_fit_changes_only_adapter_and_lowers_loss(tiny_dm, dog_pair, tmp_pa
     dm.use_lora(loaded, rank)
     with torch.no_grad():
         again = unet(x, 300, encoder_hidden_states=emb.expand(2, -1, -1)).sample
+    dm.use_lora(loaded, rank, merge=False)  # the same LoRA as peft layers, unmerged
+    with torch.no_grad():
+        layered = unet(x, 300, encoder_hidden_states=emb.expand(2, -1, -1)).sample
     dm.use_lora(None, 16)
     assert (fitted - plain).abs().max() > 1e-4
-    assert torch.allclose(again, fitted, atol=1e-6)
+    assert torch.equal(again, fitted)
+    assert torch.allclose(layered, fitted, atol=1e-5)
 
 
 def test_lora_fit_is_reproducible_for_a_seed(tiny_dm, dog_pair):
@@ -65,10 +69,10 @@ def test_lora_fit_is_reproducible_for_a_seed(tiny_dm, dog_pair):
     cfg = InterpolationConfig(size=64, lora_steps=3)
     images = dm.prepare(*dog_pair, cfg)
     z0, emb = dm.encode_images(images), dm.encode_prompt("")
-    a, _ = dm.fit_lora(z0, emb, cfg)
+    a, _ = dm.fit_lora(z0, emb, cfg, images=images)
     torch.randn(100)  # disturb the global RNG between the fits
-    b, _ = dm.fit_lora(z0, emb, cfg)
-    c, _ = dm.fit_lora(z0, emb, InterpolationConfig(size=64, lora_steps=3, seed=1))
+    b, _ = dm.fit_lora(z0, emb, cfg, images=images)
+    c, _ = dm.fit_lora(z0, emb, InterpolationConfig(size=64, lora_steps=3, seed=1), images=images)
     dm.use_lora(None, 16)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)

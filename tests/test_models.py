@@ -67,3 +67,17 @@ def test_missing_local_path_and_unsafe_checkpoint_rejected(tmp_path):
     (tmp_path / "notamodel").mkdir()
     with pytest.raises(ModelLoadError, match="not a diffusers model"):
         load_components(str(tmp_path / "notamodel"), device="cpu")
+
+
+def test_sd15_random_is_sd15s_architecture_from_the_shared_builder():
+    """sd15-random (GPU benchmarks without a download) comes from the tiny model's builder at SD1.5's widths."""
+    from dreammover.models import BUILT_MODELS
+    from dreammover.tiny import build_modules
+
+    assert BUILT_MODELS == ("tiny", "sd15-random")
+    with torch.device("meta"):  # the architecture only: no memory, no init time
+        unet, vae, text = build_modules("sd15-random")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(unet) == 859_520_964 and count(vae) == 83_653_863  # SD1.5's UNet and VAE
+    assert len(self_attention_layers(unet)) == 16 and unet.config.cross_attention_dim == 768
+    assert text.config.hidden_size == 768 and text.config.num_hidden_layers == 12  # CLIP ViT-L/14 text tower

@@ -14,6 +14,7 @@ import torch
 
 from ..config import InterpolationConfig
 from ..correspondence import estimate_flow_opencv
+from ..denoise import chunks
 from ..fusion import fuse_high_level
 from ..images import load_and_prepare, to_tensor, to_uint8
 from ..pipeline import InterpolationResult
@@ -78,8 +79,7 @@ class ClassicFlow:
         t2 = time.perf_counter()
         x = to_tensor([a, b])  # [-1, 1]: the scale the splatting metric's alpha was chosen for
         mids = []
-        for i in range(0, len(config.deltas), config.frames_per_batch):
-            part = config.deltas[i:i + config.frames_per_batch]
+        for part in chunks(config.deltas, config.frames_per_batch):
             # Same fusion rule as DreamMover's high level (Eq. 7): blend where both land, else the side that lands.
             fused = fuse_high_level(x[0:1], x[1:2], f01, f10, part, config.splat_alpha)
             mids += to_uint8((fused / 2 + 0.5).clamp(0, 1))
