@@ -37,6 +37,8 @@ def interpolate(
     config_file: Optional[Path] = typer.Option(None, "--config", help="JSON/YAML file of InterpolationConfig fields"),
     keep_inputs: bool = typer.Option(False, "--keep-inputs", help="use the original photos as end frames"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="clip preset (reel, story, square-loop, ...: "
+                                         "dreammover/presets.py); its fps/size/timing, the -o suffix's format"),
 ) -> None:
     """Interpolate IMAGE0 -> IMAGE1 with the library directly (no orchestration) and encode a clip."""
     from .config_io import load_config_file
@@ -49,6 +51,12 @@ def interpolate(
         im0, im1 = load_image(image0), load_image(image1)
     except ImageInputError as err:
         fail(str(err))
+    if preset is not None:
+        from .presets import for_path, get_preset, render_clip
+        try:
+            clip_preset = for_path(get_preset(preset), output)
+        except ValueError as err:
+            fail(str(err))
     overrides = dict(num_frames=frames, size=size, prompt=prompt, seed=seed, frames_per_batch=frames_per_batch,
                      keep_inputs=keep_inputs)
     try:
@@ -64,7 +72,10 @@ def interpolate(
         fail(str(err))
     result = dm.interpolate(im0, im1, config, progress=progress)
     try:
-        write_video(result.frames, output, fps=fps)
+        if preset is not None:
+            output, fps = render_clip(result.frames, clip_preset, output), clip_preset.fps
+        else:
+            write_video(result.frames, output, fps=fps)
     except (RuntimeError, ValueError) as err:
         fail(str(err))
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
