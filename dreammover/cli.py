@@ -91,28 +91,6 @@ def make_sample(folder: Path = typer.Argument(Path("examples/pair")), size: int 
         typer.echo(str(p))
 
 
-@app.command()
-def serve(
-    model: str = typer.Option("stable-diffusion-v1-5/stable-diffusion-v1-5", "--model"),
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8000, "--port"),
-    device: Optional[str] = typer.Option(None, "--device"),
-    dtype: Optional[str] = typer.Option(None, "--dtype"),
-) -> None:
-    """A small web page: upload two photos, watch the clip (one clip at a time)."""
-    import uvicorn
-
-    from .models import ModelLoadError
-    from .pipeline import DreamMover
-    from .web import create_app
-
-    try:
-        dm = DreamMover.from_pretrained(model, device=device, dtype=dtype)
-    except ModelLoadError as err:
-        fail(str(err))
-    uvicorn.run(create_app(dm), host=host, port=port)
-
-
 def _register_plugins() -> None:
     """Commands from other layers (Prefect flows, evaluation) register through the `dreammover.cli` entry point."""
     from importlib.metadata import entry_points
