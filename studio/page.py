@@ -15,7 +15,7 @@ h2{font-size:1em;margin:0 0 .6em}
 .drop{border:2px dashed var(--line);border-radius:8px;min-height:130px;display:flex;flex-direction:column;
  align-items:center;justify-content:center;text-align:center;padding:.4em;cursor:pointer;color:var(--mute)}
 .drop.over{border-color:var(--acc)}.drop img{max-width:100%;max-height:140px;border-radius:4px}
-.drop input{display:none}
+.drop input{position:absolute;opacity:0;width:1px;height:1px}
 label{display:block;margin:.45em 0;color:var(--mute)}label input,label select{display:block;width:100%;
  padding:.35em;font:inherit;color:var(--fg)}
 .row{display:grid;grid-template-columns:repeat(auto-fit,minmax(110px,1fr));gap:.5em}
