@@ -22,9 +22,21 @@ from dreammover.sample import write_sample_pair
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
+REQUIRED = os.environ.get("STUDIO_REQUIRE_BROWSER") == "1"  # CI: a missing browser is a failure, not a skip
+
+
+def _skip(reason: str) -> None:
+    if REQUIRED:
+        pytest.fail(f"STUDIO_REQUIRE_BROWSER=1 but {reason}", pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
 if not (CHROMIUM and DRIVER):
-    pytest.skip("no chromium/chromedriver: apt-get install -y chromium chromium-driver", allow_module_level=True)
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+    _skip("no chromium/chromedriver: apt-get install -y chromium chromium-driver")
+try:
+    from selenium import webdriver
+except ImportError:
+    _skip("selenium is not installed (pip install selenium)")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -100,7 +112,7 @@ def browser(tmp_path_factory):
     try:
         drv = webdriver.Chrome(service=Service(DRIVER), options=opts)
     except Exception as err:  # a browser that is installed but cannot start here is a skip, with the reason
-        pytest.skip(f"chromium did not start: {str(err).splitlines()[0]}")
+        _skip(f"chromium did not start: {str(err).splitlines()[0]}")
     drv.downloads = downloads
     yield drv
     drv.quit()
