@@ -143,6 +143,7 @@ def create_app(store, runner, default_config: InterpolationConfig | None = None,
             ims.append(_check_image(data, f"{label} ({up.filename or 'upload'})", limits))
         job_id = store.create(cfg, clip)
         save_inputs(store.folder(job_id), ims)
+        store.update(job_id, state="queued", stage="queued")  # only now can the runner see it
         runner.wake()
         return public(store.get(job_id))
 
@@ -157,6 +158,7 @@ def create_app(store, runner, default_config: InterpolationConfig | None = None,
         new = store.create(cfg, clip, source=job_id)
         for name in ("in0.png", "in1.png", "thumb0.jpg", "thumb1.jpg"):
             shutil.copy(store.folder(job_id) / name, store.folder(new) / name)
+        store.update(new, state="queued", stage="queued")
         runner.wake()
         return public(store.get(new))
 

@@ -76,7 +76,7 @@ const PRESETS = __PRESETS__, LIMITS = __LIMITS__, DEFAULTS = __DEFAULTS__;
 const STAGES = ['lora', 'inversion', 'flow', 'denoise', 'decode', 'encoding'];
 const $ = id => document.getElementById(id);
 const files = [null, null];
-let source = null, current = null;
+let source = null, current = null, shown = 0;
 
 for (const name in PRESETS) $('preset').add(new Option(describe(name), name));
 $('frames').value = DEFAULTS.num_frames; $('frames').max = LIMITS.frames;
@@ -149,9 +149,9 @@ function show(job) {
   $('eta').textContent = job.eta != null && running ? `about ${fmtTime(job.eta)} left` : '';
   const k = STAGES.indexOf(job.stage);
   $('stages').innerHTML = STAGES.map((s, i) => `<span class="${i === k ? 'now' : i < k ? 'past' : ''}">${s}</span>`).join('');
-  if (job.stage === 'denoise' || job.stage === 'decode') {
-    const img = $('preview'); img.onload = () => img.classList.remove('hidden');
-    img.src = `/jobs/${job.id}/preview?t=${Date.now()}`;
+  if (running && job.previews && job.previews !== shown) {  // a new preview was written
+    shown = job.previews; const img = $('preview'); img.onload = () => img.classList.remove('hidden');
+    img.src = `/jobs/${job.id}/preview?n=${job.previews}`;
   }
   if (job.state === 'done') {
     $('result').classList.remove('hidden');
@@ -166,7 +166,7 @@ function show(job) {
 }
 function follow(id) {
   if (source) source.close();
-  current = id; $('result').classList.add('hidden'); $('preview').classList.add('hidden');
+  current = id; shown = 0; $('result').classList.add('hidden'); $('preview').classList.add('hidden');
   source = new EventSource(`/jobs/${id}/events`);
   source.onmessage = e => {
     const job = JSON.parse(e.data); show(job);

@@ -150,7 +150,12 @@ class Runner:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
-            self._run(queued[0])
+            try:
+                self._run(queued[0])
+            except Exception as err:  # never let one job stop the worker
+                traceback.print_exc()
+                self.store.update(queued[0], state="failed", stage="failed", finished=time.time(),
+                                  error=f"{type(err).__name__}: {err}"[:500])
 
     def _run(self, job_id: str) -> None:
         store, folder = self.store, self.store.folder(job_id)
@@ -174,13 +179,14 @@ class Runner:
                 return
             done = sum(weights[s] for s in order[:order.index(ev.stage)])
             p = min(0.999, (done + weights[ev.stage] * ev.step / max(1, ev.total)) / total)
-            if ev.latents is not None and (ev.step % self.preview_every == 0 or ev.step == ev.total):
-                self._preview(folder, ev)
+            fresh = ev.latents is not None and (ev.step % self.preview_every == 0 or ev.step == ev.total)
+            if fresh and self._preview(folder, ev):
+                last["previews"] = last.get("previews", 0) + 1
             now = time.time()
-            if now - last["t"] > 0.2 or ev.step == ev.total:  # throttle database writes
+            if now - last["t"] > 0.2 or ev.step == ev.total or fresh:  # throttle database writes
                 last["t"] = now
                 eta = (now - started) * (1 - p) / p if p > 0.02 else None
-                store.update(job_id, stage=ev.stage, progress=p, eta=eta)
+                store.update(job_id, stage=ev.stage, progress=p, eta=eta, previews=last.get("previews", 0))
 
         try:
             if reencode:
@@ -206,12 +212,13 @@ class Runner:
             self._cancel.discard(job_id)
             getattr(self.backend, "release", lambda: None)()
 
-    def _preview(self, folder: Path, ev: Event) -> None:
+    def _preview(self, folder: Path, ev: Event) -> bool:
         """The in-between nearest δ = 1/2 of the current chunk, decoded once."""
         if not ev.deltas or not hasattr(self.backend, "preview"):
-            return
+            return False
         j = int(np.argmin([abs(d - 0.5) for d in ev.deltas]))
         save_thumb(self.backend.preview(ev.latents[2 + j:3 + j]), folder / "preview.jpg", size=None)
+        return True
 
 
 def save_thumb(frame: np.ndarray, path: Path, size: int | None = 256) -> None:

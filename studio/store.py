@@ -8,10 +8,10 @@ import time
 import uuid
 from pathlib import Path
 
-STATES = ("queued", "running", "done", "failed", "cancelled")
+STATES = ("uploading", "queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")
 _COLUMNS = ("id", "state", "stage", "progress", "eta", "error", "settings", "preset", "source", "created",
-            "started", "finished", "frames", "unet_evals", "seconds")
+            "started", "finished", "frames", "unet_evals", "seconds", "previews")
 _JSON = ("settings", "preset", "unet_evals", "seconds")
 
 
@@ -27,17 +27,18 @@ class JobStore:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, state TEXT, stage TEXT, progress REAL, "
                 "eta REAL, error TEXT, settings TEXT, preset TEXT, source TEXT, created REAL, started REAL, "
-                "finished REAL, frames INTEGER, unet_evals TEXT, seconds TEXT)")
+                "finished REAL, frames INTEGER, unet_evals TEXT, seconds TEXT, previews INTEGER DEFAULT 0)")
 
     def folder(self, job_id: str) -> Path:
         return self.home / "jobs" / job_id
 
     def create(self, settings: dict, preset: dict, source: str | None = None) -> str:
+        """A new job in state 'uploading': the runner ignores it until `update(id, state='queued')`."""
         job_id = uuid.uuid4().hex[:12]
         self.folder(job_id).mkdir(parents=True)
         with self._lock, self._db:
             self._db.execute("INSERT INTO jobs (id, state, stage, progress, settings, preset, source, created) "
-                             "VALUES (?, 'queued', 'queued', 0, ?, ?, ?, ?)",
+                             "VALUES (?, 'uploading', 'uploading', 0, ?, ?, ?, ?)",
                              (job_id, json.dumps(settings), json.dumps(preset), source, time.time()))
         return job_id
 
@@ -66,6 +67,8 @@ class JobStore:
     def requeue_interrupted(self) -> int:
         """After a restart: jobs that were running start again from the queue (their photos are on disk)."""
         with self._lock, self._db:
+            self._db.execute("UPDATE jobs SET state = 'failed', stage = 'failed', error = 'the upload was "
+                             "interrupted by a server restart' WHERE state = 'uploading'")
             return self._db.execute("UPDATE jobs SET state = 'queued', stage = 'queued', progress = 0 "
                                     "WHERE state = 'running'").rowcount
 
