@@ -90,7 +90,8 @@ class DreamMover:
 
     # -- step 1: LoRA ---------------------------------------------------------------------------------------
     def fit_lora(self, z0: torch.Tensor, text_emb: torch.Tensor, config: InterpolationConfig,
-                 progress: bool = False, on_event: EventFn | None = None) -> tuple[dict[str, torch.Tensor], list[float]]:
+                 progress: bool = False,
+                 on_event: EventFn | None = None) -> tuple[dict[str, torch.Tensor], list[float]]:
         """Step 1 (Sec. 3.4): fit the pair's LoRA; it stays active for every later UNet pass."""
         bar = tqdm(total=config.lora_steps, desc="LoRA fit", disable=not progress, leave=False)
         with torch.enable_grad():

@@ -46,7 +46,8 @@ def _check_image(data: bytes, label: str, limits: Limits):
     if not data:
         raise HTTPException(400, f"{label} is empty: choose a photo")
     if len(data) > limits.upload_bytes:
-        raise HTTPException(413, f"{label} is {len(data) / 1e6:.1f} MB; the limit is {limits.upload_bytes / 1e6:.0f} MB")
+        raise HTTPException(413, f"{label} is {len(data) / 1e6:.1f} MB; "
+                                 f"the limit is {limits.upload_bytes / 1e6:.0f} MB")
     try:
         im = Image.open(io.BytesIO(data))
         if im.width * im.height > limits.pixels:

@@ -54,7 +54,11 @@ class LocalBackend:
         self.dm, self.keep = dm, keep_pairs
         self.pairs: OrderedDict[str, tuple] = OrderedDict()
         self.unet_calls = 0  # every UNet forward of this backend (tests check re-renders add none)
-        dm.components.unet.register_forward_hook(lambda *a: setattr(self, "unet_calls", self.unet_calls + 1))
+        self._hook = dm.components.unet.register_forward_hook(
+            lambda *a: setattr(self, "unet_calls", self.unet_calls + 1))
+
+    def close(self) -> None:
+        self._hook.remove()
 
     def reuses_pair(self, folder: Path, config: InterpolationConfig) -> bool:
         return self._key(folder, config) in self.pairs
@@ -125,10 +129,12 @@ class Runner:
         return self
 
     def stop(self) -> None:
+        """Stop taking jobs and wait for the worker; a job still running is queued again on the next start."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        getattr(self.backend, "close", lambda: None)()
 
     def wake(self) -> None:
         self._wake.set()

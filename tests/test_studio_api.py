@@ -120,9 +120,9 @@ def test_cancel_a_running_job_frees_the_queue(studio):
     client, runner = studio
     slow = json.dumps({"lora_steps": 200})
     first = _submit(client, settings=slow).json()
-    second = _submit(client).json()
-    assert client.get(f"/jobs/{second['id']}").json()["position"] == 1
     _wait(client, first["id"], states=("running",))
+    second = _submit(client).json()
+    assert client.get(f"/jobs/{second['id']}").json()["position"] == 1  # queued behind the running one
     assert client.delete(f"/jobs/{first['id']}").status_code == 200
     assert _wait(client, first["id"])["state"] == "cancelled"
     assert _wait(client, second["id"])["state"] == "done"  # the device went on to the next job

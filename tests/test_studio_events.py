@@ -3,7 +3,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
 from dreammover.config import InterpolationConfig
 from dreammover.events import Cancelled
