@@ -39,6 +39,8 @@ def interpolate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     backend: str = typer.Option("dreammover", "--backend", help="dreammover | svd (Generative Inbetweening; "
                                                                  "docs/backends.md)"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="clip preset (reel, story, square-loop, ...: "
+                                         "dreammover/presets.py); its fps/size/timing, the -o suffix's format"),
 ) -> None:
     """Interpolate IMAGE0 -> IMAGE1 with the library directly (no orchestration) and encode a clip."""
     if backend != "dreammover":  # other methods build their own config type (dreammover/backends)
@@ -55,6 +57,12 @@ def interpolate(
         im0, im1 = load_image(image0), load_image(image1)
     except ImageInputError as err:
         fail(str(err))
+    if preset is not None:
+        from .presets import for_path, get_preset, render_clip
+        try:
+            clip_preset = for_path(get_preset(preset), output)
+        except ValueError as err:
+            fail(str(err))
     overrides = dict(num_frames=frames, size=size, prompt=prompt, seed=seed, frames_per_batch=frames_per_batch,
                      keep_inputs=keep_inputs)
     try:
@@ -70,7 +78,10 @@ def interpolate(
         fail(str(err))
     result = dm.interpolate(im0, im1, config, progress=progress)
     try:
-        write_video(result.frames, output, fps=fps)
+        if preset is not None:
+            output, fps = render_clip(result.frames, clip_preset, output), clip_preset.fps
+        else:
+            write_video(result.frames, output, fps=fps)
     except (RuntimeError, ValueError) as err:
         fail(str(err))
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
@@ -84,28 +95,6 @@ def make_sample(folder: Path = typer.Argument(Path("examples/pair")), size: int 
 
     for p in write_sample_pair(folder, size):
         typer.echo(str(p))
-
-
-@app.command()
-def serve(
-    model: str = typer.Option("stable-diffusion-v1-5/stable-diffusion-v1-5", "--model"),
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8000, "--port"),
-    device: Optional[str] = typer.Option(None, "--device"),
-    dtype: Optional[str] = typer.Option(None, "--dtype"),
-) -> None:
-    """A small web page: upload two photos, watch the clip (one clip at a time)."""
-    import uvicorn
-
-    from .models import ModelLoadError
-    from .pipeline import DreamMover
-    from .web import create_app
-
-    try:
-        dm = DreamMover.from_pretrained(model, device=device, dtype=dtype)
-    except ModelLoadError as err:
-        fail(str(err))
-    uvicorn.run(create_app(dm), host=host, port=port)
 
 
 def _register_plugins() -> None:

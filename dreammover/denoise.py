@@ -7,7 +7,7 @@ import torch
 
 from .attention import reference_attention
 from .config import InterpolationConfig
-from .ddim import DDIMSchedule, ddim_step
+from .ddim import DDIMSchedule, ddim_step, predict_x0
 from .fusion import fuse_direct, fuse_high_level, fuse_low_level_wta, fuse_low_level_wta_splat, recombine
 from .state import PairState
 
@@ -30,10 +30,12 @@ class EpsModel:
 
 def denoise_chunk(eps: EpsModel, schedule: DDIMSchedule, state: PairState, deltas: Sequence[float],
                   config: InterpolationConfig, progress=None,
-                  on_step: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+                  on_step: Callable[[int, torch.Tensor], None] | None = None,
+                  on_x0: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
     """Denoise [endpoint 0, endpoint 1, frames at `deltas`] from z_T to clean latents; returns [2+k,C,h,w].
 
     Endpoints never attend to in-between frames, so any split of the deltas gives the same frames.
+    on_x0 gets each step's clean prediction z_{t->0} (already computed by the step, so previews cost no UNet pass).
     """
     ts = schedule.denoising_timesteps(config.inversion_steps)
     T, dtype = ts[0], state.z_T.dtype
@@ -42,11 +44,13 @@ def denoise_chunk(eps: EpsModel, schedule: DDIMSchedule, state: PairState, delta
     # Fusion runs in fp32: exp(M) sums can overflow fp16.
     z0f, z1f = zT[0:1].float(), zT[1:2].float()
 
-    def tick(t: int, x: torch.Tensor):
+    def tick(t: int, x: torch.Tensor, x0: torch.Tensor):
         if progress is not None:
             progress.update(1)
         if on_step is not None:  # e.g. the benchmark's high-frequency energy per step (Fig. 5c)
             on_step(t, x)
+        if on_x0 is not None:
+            on_x0(x0)
 
     with reference_attention(eps.unet, config.reference_blocks, enabled=config.reference_attention):
         if config.fusion == "direct":
@@ -64,12 +68,15 @@ def denoise_chunk(eps: EpsModel, schedule: DDIMSchedule, state: PairState, delta
                                                  config.splat_alpha)
             z_d = recombine(x0_d, eps_d, schedule.alpha_bar(T)).to(dtype)
             x = torch.cat([zT, z_d])
-            x = ddim_step(x, eps(x, T), T, schedule, x0=torch.cat([x0_end, x0_d.to(dtype)]))
-            tick(T, x)
+            x0 = torch.cat([x0_end, x0_d.to(dtype)])
+            x = ddim_step(x, eps(x, T), T, schedule, x0=x0)
+            tick(T, x, x0)
             steps = ts[1:]
         for t in steps:
-            x = ddim_step(x, eps(x, t), t, schedule)
-            tick(t, x)
+            e = eps(x, t)
+            x0 = predict_x0(x, e, schedule.alpha_bar(t))  # what ddim_step computes; kept for on_x0
+            x = ddim_step(x, e, t, schedule, x0=x0)
+            tick(t, x, x0)
     return x
 
 

@@ -16,6 +16,7 @@ from .config import InterpolationConfig
 from .correspondence import estimate_flow, estimate_flow_opencv, upsample_features
 from .ddim import DDIMSchedule, ddim_invert
 from .denoise import EpsModel, denoise_chunk, plan_chunks
+from .events import Event, EventFn
 from .features import extract_features
 from .images import load_and_prepare, to_tensor, to_uint8
 from .lora import LatentSampler, fit_lora, load_lora, remove_lora
@@ -134,7 +135,7 @@ class DreamMover:
     def fit_lora(self, z0: torch.Tensor, text_emb: torch.Tensor, config: InterpolationConfig,
                  progress: bool = False, images: Sequence[np.ndarray] | None = None,
                  posterior: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 ) -> tuple[dict[str, torch.Tensor], list[float]]:
+                 on_event: EventFn | None = None) -> tuple[dict[str, torch.Tensor], list[float]]:
         """Step 1 (Sec. 3.4): fit the pair's LoRA; it stays active (merged, scale 1) for every later UNet pass.
 
         images: the prepared pair, needed for lora_fit_input='sampled_views' (the default); posterior:
@@ -152,7 +153,9 @@ class DreamMover:
             state, losses = fit_lora(
                 self.components.unet, z0, text_emb, self.components.scheduler.alphas_cumprod,
                 rank=config.lora_rank, lr=config.lora_lr, steps=config.lora_steps, seed=config.seed,
-                on_step=lambda i, loss: bar.update(1), sample_latents=sampler)
+                on_step=lambda i, loss: (bar.update(1),
+                                         on_event and on_event(Event("lora", i + 1, config.lora_steps))),
+                sample_latents=sampler)
         if losses:
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         bar.close()
@@ -176,13 +179,15 @@ class DreamMover:
     # -- steps 3-4: inversion with features on the way ------------------------------------------------
     @torch.no_grad()
     def invert(self, z0: torch.Tensor, text_emb: torch.Tensor, config: InterpolationConfig,
-               profile: StageProfile | None = None, progress: bool = False):
+               profile: StageProfile | None = None, progress: bool = False, on_event: EventFn | None = None):
         """Steps 3-4: DDIM inversion (Eq. 3) of both latents; at feature_step, one hooked UNet pass (Sec. 3.2)."""
         schedule, unet = self.schedule(config), self.components.unet
         eps, eager = self.eps_model(text_emb, profile), self.eps_model(text_emb, profile, hooked=True)
         captured: dict[str, torch.Tensor] = {}
 
         def grab(done: int, t: int, x: torch.Tensor) -> None:
+            if on_event is not None:
+                on_event(Event("inversion", done, config.inversion_steps))
             if done == config.feature_step and config.flow == "diffusion":
                 with profile.stage("features") if profile else nullcontext():
                     captured["f"] = extract_features(lambda: eager(x, t), unet, config.feature_block)
@@ -206,7 +211,8 @@ class DreamMover:
 
     def pair_state(self, images: Sequence[np.ndarray], config: InterpolationConfig,
                    profile: StageProfile | None = None, progress: bool = False,
-                   encoded: tuple[torch.Tensor, torch.Tensor] | None = None) -> PairState:
+                   encoded: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   on_event: EventFn | None = None) -> PairState:
         """Steps 2-5 for a prepared pair under the currently active LoRA: everything the frames share.
 
         encoded: (z0, text_emb) when the caller already has them (the LoRA does not touch VAE or text encoder).
@@ -216,15 +222,18 @@ class DreamMover:
             z0, emb = encoded if encoded is not None else (self.encode_images(images),
                                                            self.encode_prompt(config.prompt))
         with profile.stage("inversion"):
-            traj, feats = self.invert(z0, emb, config, profile, progress)
+            traj, feats = self.invert(z0, emb, config, profile, progress, on_event)
         with profile.stage("flow"):
             f01, f10 = self.estimate_flows(feats, images, tuple(z0.shape[-2:]), config)
+        if on_event is not None:
+            on_event(Event("flow", 1, 1))
         return PairState(traj.z_T, traj.z_T_to_0, f01.float(), f10.float(), emb)
 
     # -- steps 6-11: fused denoising in chunks ---------------------------------------------------------
     @torch.no_grad()
     def denoise(self, state: PairState, deltas: Sequence[float], config: InterpolationConfig,
-                profile: StageProfile | None = None, progress: bool = False, on_step=None) -> torch.Tensor:
+                profile: StageProfile | None = None, progress: bool = False, on_step=None,
+                on_event: EventFn | None = None) -> torch.Tensor:
         """Steps 6-11 for the given deltas, `frames_per_batch` at a time; returns [2+len(deltas),C,h,w].
 
         The active LoRA runs at config.lora_denoise_scale (0.8, as the released code) in every attention layer.
@@ -237,26 +246,35 @@ class DreamMover:
         ends, frames = None, []
         with tqdm(total=steps * len(parts), desc="denoising", disable=not progress, leave=False) as bar, \
                 lora_scale(self.components.unet, config.lora_denoise_scale):
+            done = [0]  # steps over all chunks (a disabled tqdm does not count)
             for part in parts:
-                out = denoise_chunk(eps, schedule, state, part, config, progress=bar, on_step=on_step)
+                on_x0 = None if on_event is None else (lambda x0, part=part: on_event(Event(
+                    "denoise", done.__setitem__(0, done[0] + 1) or done[0], steps * len(parts), x0, part)))
+                out = denoise_chunk(eps, schedule, state, part, config, progress=bar, on_step=on_step, on_x0=on_x0)
                 ends = out[:2] if ends is None else ends
                 frames.append(out[2:])
         return torch.cat([ends, *frames]) if frames else state.z_T
 
     # -- step 12: decode ---------------------------------------------------------------------------------
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, batch: int = 8, progress: bool = False) -> list[np.ndarray]:
+    def decode(self, latents: torch.Tensor, batch: int = 8, progress: bool = False,
+               on_event: EventFn | None = None) -> list[np.ndarray]:
         """Step 12: VAE-decode in chunks to uint8 RGB frames."""
         vae, out = self.components.vae, []
         for i in tqdm(range(0, latents.shape[0], batch), desc="decode", disable=not progress, leave=False):
             x = vae.decode(latents[i:i + batch].to(self.dtype) / self.components.vae_scale).sample
             out += to_uint8((x.float() / 2 + 0.5).clamp(0, 1))
+            if on_event is not None:
+                on_event(Event("decode", len(out), latents.shape[0]))
         return out
 
     # -- the whole method --------------------------------------------------------------------------------
     def interpolate(self, image0: ImageLike, image1: ImageLike, config: InterpolationConfig | None = None,
-                    progress: bool = False) -> InterpolationResult:
-        """Two photos -> N+2 frames: prepare, fit LoRA, invert, flow, fuse, denoise, decode."""
+                    progress: bool = False, on_event: EventFn | None = None) -> InterpolationResult:
+        """Two photos -> N+2 frames: prepare, fit LoRA, invert, flow, fuse, denoise, decode.
+
+        on_event(Event) hears every step of every stage; raising `events.Cancelled` from it stops the run there.
+        """
         config = config or InterpolationConfig()
         profile = StageProfile(self.device)
         with profile.stage("prepare"):
@@ -265,17 +283,20 @@ class DreamMover:
         with profile.stage("encode"):
             posterior, emb = self.encode_posterior(images), self.encode_prompt(config.prompt)
             z0 = posterior[0] * self.components.vae_scale
+        if on_event is not None:
+            on_event(Event("encode", 1, 1))
         with profile.stage("lora"):
             if config.lora and config.lora_steps > 0:
-                _, losses = self.fit_lora(z0, emb, config, progress, images=images, posterior=posterior)
+                _, losses = self.fit_lora(z0, emb, config, progress, images=images, posterior=posterior,
+                                          on_event=on_event)
                 profile.count_unet(z0.shape[0] * config.lora_steps)
             else:
                 self.use_lora(None, config.lora_rank)
-        state = self.pair_state(images, config, profile, progress, encoded=(z0, emb))
+        state = self.pair_state(images, config, profile, progress, encoded=(z0, emb), on_event=on_event)
         with profile.stage("denoise"):
-            latents = self.denoise(state, config.deltas, config, profile, progress)
+            latents = self.denoise(state, config.deltas, config, profile, progress, on_event=on_event)
         with profile.stage("decode"):
-            frames = self.decode(latents, config.decode_batch, progress)
+            frames = self.decode(latents, config.decode_batch, progress, on_event)
         if config.keep_inputs:
             frames[0], frames[1] = images[0], images[1]
         # denoise() returns [end0, end1, frames...]; the clip is end0, frames..., end1.

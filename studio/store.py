@@ -1,0 +1,80 @@
+"""Jobs on disk: one SQLite table for state and settings, one folder per job for photos, frames and clips."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+
+STATES = ("uploading", "queued", "running", "done", "failed", "cancelled")
+FINAL = ("done", "failed", "cancelled")
+_COLUMNS = ("id", "state", "stage", "progress", "eta", "error", "settings", "preset", "source", "created",
+            "started", "finished", "frames", "unet_evals", "seconds", "previews")
+_JSON = ("settings", "preset", "unet_evals", "seconds")
+
+
+class JobStore:
+    """Thread-safe access to the jobs table; every write is committed at once (a restart loses nothing)."""
+
+    def __init__(self, home: str | Path):
+        self.home = Path(home)
+        (self.home / "jobs").mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.home / "studio.sqlite", check_same_thread=False)
+        self._lock = threading.Lock()
+        with self._lock, self._db:
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, state TEXT, stage TEXT, progress REAL, "
+                "eta REAL, error TEXT, settings TEXT, preset TEXT, source TEXT, created REAL, started REAL, "
+                "finished REAL, frames INTEGER, unet_evals TEXT, seconds TEXT, previews INTEGER DEFAULT 0)")
+
+    def folder(self, job_id: str) -> Path:
+        return self.home / "jobs" / job_id
+
+    def create(self, settings: dict, preset: dict, source: str | None = None) -> str:
+        """A new job in state 'uploading': the runner ignores it until `update(id, state='queued')`."""
+        job_id = uuid.uuid4().hex[:12]
+        self.folder(job_id).mkdir(parents=True)
+        with self._lock, self._db:
+            self._db.execute("INSERT INTO jobs (id, state, stage, progress, settings, preset, source, created) "
+                             "VALUES (?, 'uploading', 'uploading', 0, ?, ?, ?, ?)",
+                             (job_id, json.dumps(settings), json.dumps(preset), source, time.time()))
+        return job_id
+
+    def update(self, job_id: str, **fields) -> None:
+        fields = {k: json.dumps(v) if k in _JSON else v for k, v in fields.items()}
+        with self._lock, self._db:
+            self._db.execute(f"UPDATE jobs SET {', '.join(f'{k} = ?' for k in fields)} WHERE id = ?",
+                             (*fields.values(), job_id))
+
+    def get(self, job_id: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return self._row(row) if row else None
+
+    def list(self, limit: int = 50) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM jobs ORDER BY created DESC LIMIT ?",
+                                    (limit,)).fetchall()
+        return [self._row(r) for r in rows]
+
+    def queued(self) -> list[str]:
+        """Ids waiting to run, oldest first."""
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT id FROM jobs WHERE state = 'queued' ORDER BY created")]
+
+    def requeue_interrupted(self) -> int:
+        """After a restart: jobs that were running start again from the queue (their photos are on disk)."""
+        with self._lock, self._db:
+            self._db.execute("UPDATE jobs SET state = 'failed', stage = 'failed', error = 'the upload was "
+                             "interrupted by a server restart' WHERE state = 'uploading'")
+            return self._db.execute("UPDATE jobs SET state = 'queued', stage = 'queued', progress = 0 "
+                                    "WHERE state = 'running'").rowcount
+
+    @staticmethod
+    def _row(row) -> dict:
+        job = dict(zip(_COLUMNS, row))
+        for k in _JSON:
+            job[k] = json.loads(job[k]) if job[k] else None
+        return job

@@ -1,0 +1,137 @@
+"""The studio's job API without a browser: queue, progress, preview, cancel, limits, re-render without UNet work."""
+import io
+import json
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dreammover.config import InterpolationConfig
+from dreammover.sample import sample_pair
+from dreammover.video import read_video
+
+pytest.importorskip("multipart")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from studio.app import Limits  # noqa: E402
+from studio.cli import build  # noqa: E402
+
+TINY = InterpolationConfig(size=64, num_frames=2, lora_steps=2, num_inference_steps=10, inversion_steps=4,
+                           feature_step=2)
+
+
+def _png(arr) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def studio(tiny_dm, tmp_path):
+    app, runner = build(tiny_dm, tmp_path / "home", TINY, Limits(upload_bytes=200_000, pixels=300_000))
+    with TestClient(app) as client:
+        yield client, runner
+    runner.stop()
+
+
+def _submit(client, **form):
+    a, b = sample_pair(64)
+    files = {"image0": ("a.png", _png(a), "image/png"), "image1": ("b.png", _png(b), "image/png")}
+    return client.post("/jobs", files=files, data=form)
+
+
+def _wait(client, job_id, states=("done", "failed", "cancelled"), timeout=120):
+    end = time.time() + timeout
+    while time.time() < end:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["state"] in states:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} stuck in {job}")
+
+
+def test_job_runs_with_progress_preview_and_clip(studio, tmp_path):
+    client, runner = studio
+    r = _submit(client, frames="2")
+    assert r.status_code == 201, r.text
+    job = r.json()
+    assert job["state"] in ("queued", "running") and job["settings"]["num_frames"] == 2
+    seen = set()
+    events = client.get(f"/jobs/{job['id']}/events")  # SSE: streams until the job is final
+    for line in events.text.splitlines():
+        if line.startswith("data: "):
+            seen.add((d := json.loads(line[6:]))["stage"])
+            progress = d["progress"]
+    assert {"done"} <= seen and len(seen) >= 3 and progress == 1.0
+    done = client.get(f"/jobs/{job['id']}").json()
+    assert done["state"] == "done" and done["frames"] == 4 and done["duration"] > 0
+    assert done["unet_evals"]["denoise"] > 0 and done["previews"] >= 1
+    assert client.get(f"/jobs/{job['id']}/preview").headers["content-type"] == "image/jpeg"
+    clip = client.get(f"/jobs/{job['id']}/clip")
+    assert clip.status_code == 200 and clip.headers["content-type"] == "video/mp4"
+    (tmp_path / "c.mp4").write_bytes(clip.content)
+    assert len(read_video(tmp_path / "c.mp4")) == 4
+    gif = client.get(f"/jobs/{job['id']}/clip?format=gif")
+    assert gif.content[:3] == b"GIF"
+    assert client.get(f"/jobs/{job['id']}/frames").content[:2] == b"PK"
+    hist = client.get("/jobs").json()
+    assert hist[0]["id"] == job["id"] and hist[0]["settings"]["size"] == 64
+    assert client.get(hist[0]["links"]["thumbs"][2]).status_code == 200
+
+    # render again with a boomerang preset: re-encode only, 2(N+2)-1 frames, not one UNet call
+    calls = runner.backend.unet_calls
+    again = client.post(f"/jobs/{job['id']}/again", data={"preset": "gif-loop"}).json()
+    assert _wait(client, again["id"])["state"] == "done"
+    assert runner.backend.unet_calls == calls
+    boom = client.get(f"/jobs/{again['id']}/clip")
+    (tmp_path / "b.gif").write_bytes(boom.content)
+    assert len(read_video(tmp_path / "b.gif")) == 2 * (2 + 2) - 1
+
+    # a change of N reuses the cached LoRA and inversion/flow: only denoising and decoding run
+    more = client.post(f"/jobs/{job['id']}/again", data={"preset": "raw", "frames": "3"}).json()
+    fin = _wait(client, more["id"])
+    assert fin["state"] == "done" and fin["frames"] == 5
+    assert set(fin["unet_evals"]) == {"denoise"}
+
+
+def test_bad_uploads_are_refused_before_queueing(studio):
+    client, _ = studio
+    a, _ = sample_pair(64)
+    r = client.post("/jobs", files={"image0": ("a.png", _png(a), "image/png"),
+                                    "image1": ("notes.txt", b"hello, not a photo", "text/plain")})
+    assert r.status_code == 400 and r.json()["detail"].startswith("photo 2 (notes.txt) is not an image")
+    big = np.zeros((600, 600, 3), np.uint8)  # 360k pixels > 300k limit
+    r = client.post("/jobs", files={"image0": ("big.png", _png(big), "image/png"),
+                                    "image1": ("a.png", _png(a), "image/png")})
+    assert r.status_code == 413 and "megapixels" in r.json()["detail"]
+    noise = np.random.default_rng(0).integers(0, 255, (300, 300, 3), np.uint8)  # ~270 kB > 200 kB
+    r = client.post("/jobs", files={"image0": ("n.png", _png(noise), "image/png"),
+                                    "image1": ("a.png", _png(a), "image/png")})
+    assert r.status_code == 413 and "photo 1" in r.json()["detail"]
+    assert _submit(client, frames="500").json()["detail"].endswith("the limit is 64")
+    assert "unknown preset" in _submit(client, preset="tiktok").json()["detail"]
+    assert "num_frames" in _submit(client, settings='{"num_frames": 0}').json()["detail"]
+    assert client.post("/jobs", data={"preset": "raw"}).status_code == 422
+    assert client.get("/jobs").json() == []  # nothing was queued
+
+
+def test_cancel_a_running_job_frees_the_queue(studio):
+    client, runner = studio
+    slow = json.dumps({"lora_steps": 200})
+    first = _submit(client, settings=slow).json()
+    _wait(client, first["id"], states=("running",))
+    second = _submit(client).json()
+    assert client.get(f"/jobs/{second['id']}").json()["position"] == 1  # queued behind the running one
+    assert client.delete(f"/jobs/{first['id']}").status_code == 200
+    assert _wait(client, first["id"])["state"] == "cancelled"
+    assert _wait(client, second["id"])["state"] == "done"  # the device went on to the next job
+    assert client.delete(f"/jobs/{second['id']}").status_code == 409
+
+
+def test_openapi_and_docs(studio):
+    client, _ = studio
+    spec = client.get("/openapi.json").json()
+    assert {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/events", "/jobs/{job_id}/preview"} <= set(spec["paths"])
+    assert client.get("/docs").status_code == 200
+    assert 'id="f0"' in client.get("/").text
