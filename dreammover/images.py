@@ -1,6 +1,7 @@
 """Step 0: load and prepare the input pair (EXIF orientation, RGB, common working size)."""
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def load_image(path: str | Path) -> np.ndarray:
         raise ImageInputError(f"{path}: file not found")
     if path.is_dir():
         raise ImageInputError(f"{path}: is a folder, expected an image file")
-    too_big = (f"{path}: image larger than {MAX_PIXELS // 1_000_000} megapixels (refused as a possible "
+    too_big = (f"{path}: {{}} image, over the {MAX_PIXELS // 1_000_000} megapixel limit (refused as a possible "
                "decompression bomb): downscale it first")
     try:
         with warnings.catch_warnings():
@@ -74,14 +75,15 @@ def load_image(path: str | Path) -> np.ndarray:
             with Image.open(path) as im:
                 w, h = im.size
                 if w * h > MAX_PIXELS:
-                    raise ImageInputError(too_big.replace("image larger", f"{w}x{h} image larger"))
+                    raise ImageInputError(too_big.format(f"{w}x{h} ({w * h / 1e6:.0f} megapixel)"))
                 frames = getattr(im, "n_frames", 1)
                 if frames > 1:
                     _warn(f"{path}: animated image with {frames} frames, using the first one")
                 im = ImageOps.exif_transpose(im)
                 return _to_rgb(im, path)
-    except Image.DecompressionBombError as err:
-        raise ImageInputError(too_big) from err
+    except Image.DecompressionBombError as err:  # Pillow's own hard limit fires on open, before we see the size
+        pixels = re.search(r"\((\d+) pixels\)", str(err))
+        raise ImageInputError(too_big.format(f"{int(pixels[1]) / 1e6:.0f} megapixel" if pixels else "a huge")) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         if isinstance(err, ImageInputError):
             raise
