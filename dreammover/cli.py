@@ -114,7 +114,8 @@ def interpolate(
                                "override it, options given here override both"),
     keep_inputs: Optional[bool] = typer.Option(
         None, "--keep-inputs/--no-keep-inputs", show_default=False,
-        help="end frames: the prepared photos themselves, or their reconstructions" + _default("keep_inputs", "--no-keep-inputs")),
+        help="end frames: the prepared photos themselves, or their reconstructions"
+             + _default("keep_inputs", "--no-keep-inputs")),
     max_frames: int = typer.Option(MAX_FRAMES, "--max-frames", min=1,
                                    help="refuse more in-between frames than this (a guard against typos)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no plan line and no progress bars"),

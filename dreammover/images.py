@@ -123,7 +123,8 @@ def _fit(img: np.ndarray, h: int, w: int, policy: str, name: str) -> np.ndarray:
     kept = src.shape[0] * src.shape[1] / (img.shape[0] * img.shape[1])
     if kept < CROP_WARN:
         _warn(f"{name} is {img.shape[1]}x{img.shape[0]}: 'cover' keeps only its centre "
-              f"{src.shape[1]}x{src.shape[0]} ({kept * 100:.2g}%) for the {w}x{h} frame; resize_policy 'stretch' keeps all")
+              f"{src.shape[1]}x{src.shape[0]} ({kept * 100:.2g}%) for the {w}x{h} frame; "
+              "resize_policy 'stretch' keeps all")
     up = max(h / src.shape[0], w / src.shape[1])
     if up > UPSCALE_WARN:
         _warn(f"{name} is {img.shape[1]}x{img.shape[0]}: upscaled {up:.3g}x to {w}x{h}, the clip will be blurry "

@@ -58,7 +58,8 @@ def check_output_path(path: str | Path, formats: tuple[str, ...] | None = None) 
         with tempfile.NamedTemporaryFile(dir=place, prefix=".dreammover-probe-"):
             pass
     except OSError as err:
-        raise PreflightError(f"{path}: cannot write in {place} ({err.strerror or err}): choose another -o") from err
+        raise PreflightError(f"{path}: cannot create files in {place} ({err.strerror or err}): "
+                             "choose another -o") from err
     return path
 
 
@@ -107,7 +108,8 @@ class Plan:
         mem = f"~{self.peak_bytes / GiB:.1f} GiB peak ({self.peak_stage})"
         if self.available_bytes is not None:
             mem += f" of {self.available_bytes / GiB:.1f} GiB available"
-        return f"{w}x{h}, {sum(self.passes.values())} UNet passes ({', '.join(f'{k} {v}' for k, v in self.passes.items() if v)}), {mem}"
+        stages = ", ".join(f"{k} {v}" for k, v in self.passes.items() if v)
+        return f"{w}x{h}, {sum(self.passes.values())} UNet passes ({stages}), {mem}"
 
 
 def available_memory(device: "torch.device") -> int | None:

@@ -181,5 +181,6 @@ def test_bench_with_tiny_model_starts_from_quick_defaults_below_everything_given
     paper = InterpolationConfig()
     assert seen[-1].size < paper.size and seen[-1].num_frames < paper.num_frames
     assert seen[-1].lora_steps < paper.lora_steps
-    assert CliRunner().invoke(cli_app, [*base, "--config", str(_file(tmp_path, size=256)), "--frames", "6"]).exit_code == 0
+    r = CliRunner().invoke(cli_app, [*base, "--config", str(_file(tmp_path, size=256)), "--frames", "6"])
+    assert r.exit_code == 0
     assert (seen[-1].size, seen[-1].num_frames) == (256, 6)
