@@ -34,14 +34,15 @@ class PreflightError(ValueError):
 def check_output_path(path: str | Path, formats: tuple[str, ...] | None = None) -> Path:
     """Refuse an output the encoder cannot write (unknown format, unwritable place) before computing a clip.
 
-    A path without suffix is a folder of PNG frames. Writes nothing but a probe file it deletes again.
+    A path without suffix is a folder of PNG frames (formats=(): always a folder, e.g. a report).
+    Writes nothing but a probe file it deletes again.
     """
     path = Path(path)
     if formats is None:
         from .video import FORMATS
 
         formats = tuple(FORMATS)
-    suffix = path.suffix.lower()
+    suffix = path.suffix.lower() if formats else ""   # no formats: `path` is a folder whatever its name
     if suffix and suffix not in formats:
         raise PreflightError(f"{path}: unsupported output format {path.suffix!r}: use "
                              f"{', '.join(formats)} or a folder (no suffix) for PNG frames")

@@ -247,3 +247,12 @@ def test_help_shows_flags_as_flags_and_every_option_has_help():
         assert "<bool>" not in text, text
     r = CliRunner().invoke(app, ["interpolate", "--help"])
     assert "--keep-inputs / --no-keep-inputs" in r.output
+
+
+def test_bench_refuses_an_unwritable_report_folder_before_running(tmp_path):
+    from dreammover.cli import _register_plugins, app
+
+    _register_plugins()
+    (tmp_path / "pairs").mkdir()
+    r = CliRunner().invoke(app, ["bench", str(tmp_path / "pairs"), "-o", "/proc/report", "--methods", "crossfade"])
+    _one_clear_line(r, "/proc/report", "cannot create files in /proc")

@@ -67,6 +67,7 @@ def register(app: typer.Typer) -> None:
         """Benchmark DreamMover, its Table-3 ablations and weight-free baselines; write report.md with plots."""
         from ..cli import fail, load_config
         from ..config_io import given_fields
+        from ..preflight import PreflightError, check_output_path
         from .report import write_report
         from .runner import BenchSettings, run_bench
 
@@ -94,7 +95,11 @@ def register(app: typer.Typer) -> None:
             device=device, dtype=dtype, config=config, fps=fps, we_scale=we_scale, flow_method=flow,
             lpips_weights=lpips_weights, lpips_lin=lpips_lin, lpips_arch=lpips_arch, fid_weights=fid_weights,
             hf_pairs=hf_pairs)
-        output.mkdir(parents=True, exist_ok=True)
+        try:  # the report folder must be writable before hours of runs, not after
+            check_output_path(output, formats=())
+            output.mkdir(parents=True, exist_ok=True)
+        except (PreflightError, OSError) as err:
+            fail(str(err) if isinstance(err, PreflightError) else f"{output}: cannot create the report folder ({err})")
         log = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
         try:
             result = run_bench(settings, log=log)
