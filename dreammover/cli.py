@@ -32,17 +32,21 @@ def _default(field: str, shown: str | None = None) -> str:
 
 @contextmanager
 def say_warnings():
-    """Input warnings (transparency flattened, upscaling, ...) as one 'warning:' line each, not Python's format."""
+    """Input warnings (transparency flattened, upscaling, ...) as one 'warning:' line each, when they happen."""
     from .images import ImageInputWarning
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ImageInputWarning)
+    with warnings.catch_warnings():  # restores the filters and showwarning on exit
+        warnings.simplefilter("default", ImageInputWarning)  # each distinct message once
+        show = warnings.showwarning
+
+        def one_line(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, ImageInputWarning):
+                typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+            else:
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = one_line
         yield
-    for w in caught:
-        if issubclass(w.category, ImageInputWarning):
-            typer.secho(f"warning: {w.message}", fg=typer.colors.YELLOW, err=True)
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 def load_config(config_file: Optional[Path], defaults: Optional[dict] = None, **overrides):

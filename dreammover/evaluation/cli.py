@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no plan, progress or ETA lines"),
     ) -> None:
         """Benchmark DreamMover, its Table-3 ablations and weight-free baselines; write report.md with plots."""
-        from ..cli import fail, load_config
+        from ..cli import fail, load_config, say_warnings
         from ..config_io import given_fields
         from ..preflight import PreflightError, check_output_path
         from .report import write_report
@@ -102,7 +102,8 @@ def register(app: typer.Typer) -> None:
             fail(str(err) if isinstance(err, PreflightError) else f"{output}: cannot create the report folder ({err})")
         log = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
         try:
-            result = run_bench(settings, log=log)
+            with say_warnings():
+                result = run_bench(settings, log=log)
         except (FileNotFoundError, ValueError) as err:
             fail(str(err))
         md = write_report(result, settings)
