@@ -127,7 +127,7 @@ def interpolate(
     """Interpolate IMAGE0 -> IMAGE1 with the library directly (no orchestration) and encode a clip.
 
     Settings come from --config, then DREAMMOVER_CFG_<FIELD> variables, then the options given here.
-    Everything that can be checked is checked before the model is loaded.
+    Output, settings and images are checked before the model loads, memory before any computing.
     """
     from .images import ImageInputError, ImageInputWarning, load_image, prepare_pair
     from .models import ModelLoadError
