@@ -256,3 +256,19 @@ def test_bench_refuses_an_unwritable_report_folder_before_running(tmp_path):
     (tmp_path / "pairs").mkdir()
     r = CliRunner().invoke(app, ["bench", str(tmp_path / "pairs"), "-o", "/proc/report", "--methods", "crossfade"])
     _one_clear_line(r, "/proc/report", "cannot create files in /proc")
+
+
+def test_memory_plan_on_a_gpu_counts_decoded_frames_against_the_host(monkeypatch):
+    import torch
+
+    from dreammover import InterpolationConfig, preflight
+
+    gib = preflight.GiB
+    monkeypatch.setattr(preflight, "available_memory", lambda d: 80 * gib if d.type == "cuda" else 1 * gib)
+    cuda = dict(device=torch.device("cuda"), dtype=torch.float16)
+    ok = preflight.plan_run(InterpolationConfig(size=512), (512, 512), None, **cuda)
+    assert ok.fits and ok.frames_bytes == 0
+    many = preflight.plan_run(InterpolationConfig(size=512, num_frames=2000), (512, 512), None, **cuda)
+    assert not many.fits and "host memory" in many.notes[0]          # 2002 x 512^2 x 3 bytes, three copies
+    big = preflight.plan_run(InterpolationConfig(size=8192), (512, 512), None, **cuda)
+    assert not big.fits and big.peak_bytes > 4 * ok.peak_bytes * 16  # memory grows with the pixel count
