@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+from .preflight import MAX_FRAMES
+
+# Plain click help: typer's rich panels print every flag as `<bool>`, which reads as if it took a value.
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="DreamMover: turn two photos with large motion into a short clip.")
 
 
@@ -18,44 +23,129 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _default(field: str, shown: str | None = None) -> str:
+    """Help suffix naming the library default an unset option falls back to (after --config and env)."""
+    from .config import InterpolationConfig
+
+    return f"  [default: {shown or repr(InterpolationConfig.model_fields[field].default)}]"
+
+
+@contextmanager
+def say_warnings():
+    """Input warnings (transparency flattened, upscaling, ...) as one 'warning:' line each, when they happen."""
+    from .images import ImageInputWarning
+
+    with warnings.catch_warnings():  # restores the filters and showwarning on exit
+        warnings.simplefilter("default", ImageInputWarning)  # each distinct message once
+        show = warnings.showwarning
+
+        def one_line(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, ImageInputWarning):
+                typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+            else:
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = one_line
+        yield
+
+
+def load_config(config_file: Optional[Path], defaults: Optional[dict] = None, **overrides):
+    """file < DREAMMOVER_CFG_* < explicit options (None = not given); a bad value is one error line."""
+    from .config_io import load_config_file
+
+    try:
+        return load_config_file(config_file, defaults=defaults, **overrides)
+    except (ValueError, OSError) as err:
+        fail(f"bad configuration: {' '.join(str(err).split())}")
+
+
+def check_frames(config, max_frames: int) -> None:
+    """Refuse a frame count above --max-frames, saying what it would cost."""
+    from .preflight import unet_passes
+
+    if config.num_frames <= max_frames:
+        return
+    passes, ref = sum(unet_passes(config).values()), sum(unet_passes(config.model_copy(
+        update={"num_frames": 32})).values())
+    fail(f"--frames {config.num_frames} is above --max-frames {max_frames}: ~{passes} UNet passes "
+         f"({passes / ref:.0f}x a 32-frame clip) and {config.num_frames + 2} frames held in memory; "
+         f"pass --max-frames {config.num_frames} to run it anyway")
+
+
+def check_plan(config, image_hw, components, quiet: bool) -> None:
+    """Estimate memory and UNet work before computing; refuse (with a size that fits) what cannot fit."""
+    from .preflight import largest_size_that_fits, plan_run
+
+    plan = plan_run(config, image_hw, components)
+    if not plan.fits:
+        fits = largest_size_that_fits(config, image_hw, components)
+        h, w = plan.size_hw
+        advice = (f"use --size {fits} or less" if fits else
+                  "use fewer --frames, a smaller --frames-per-batch or a device with more memory")
+        why = "; ".join(plan.notes) or (f"~{plan.peak_bytes / 2**30:.1f} GiB at the {plan.peak_stage} stage, "
+                                        f"{(plan.available_bytes or 0) / 2**30:.1f} GiB available")
+        fail(f"--size {config.size} ({w}x{h}) with {config.num_frames} frames will not fit in memory ({why}): "
+             f"{advice}")
+    if not quiet:
+        typer.echo(f"plan: {plan.summary()}", err=True)
+
+
 @app.command()
 def interpolate(
     image0: Path = typer.Argument(..., help="first photo"),
     image1: Path = typer.Argument(..., help="second photo"),
-    output: Path = typer.Option(Path("out.mp4"), "-o", "--output", help=".mp4, .webm, .gif, or a folder for PNGs"),
+    output: Path = typer.Option(Path("out.mp4"), "-o", "--output",
+                                help=".mp4, .webm, .gif, or a folder (no suffix) for PNG frames"),
     model: str = typer.Option("stable-diffusion-v1-5/stable-diffusion-v1-5", "--model",
                               help="'tiny', a hub id, a diffusers folder or a .safetensors file"),
     vae: Optional[str] = typer.Option(None, "--vae", help="separate VAE (hub id, folder or file)"),
-    frames: int = typer.Option(32, "--frames", min=1, help="in-between frames N (the clip has N+2)"),
-    size: int = typer.Option(512, "--size", min=64, help="long side in pixels (rounded to 64)"),
-    prompt: str = typer.Option("", "--prompt"),
-    fps: float = typer.Option(10.0, "--fps", min=0.1),
-    seed: int = typer.Option(0, "--seed"),
-    frames_per_batch: int = typer.Option(8, "--frames-per-batch", min=1),
+    frames: Optional[int] = typer.Option(None, "--frames", min=1, show_default=False,
+                                         help="in-between frames N (the clip has N+2)" + _default("num_frames")),
+    size: Optional[int] = typer.Option(None, "--size", min=64, show_default=False,
+                                       help="long side in pixels (rounded to 64)" + _default("size")),
+    prompt: Optional[str] = typer.Option(None, "--prompt", show_default=False,
+                                         help="text condition of every frame" + _default("prompt")),
+    fps: float = typer.Option(10.0, "--fps", min=0.1, help="frames per second of the clip"),
+    seed: Optional[int] = typer.Option(None, "--seed", show_default=False,
+                                       help="seed of the LoRA fit" + _default("seed")),
+    frames_per_batch: Optional[int] = typer.Option(
+        None, "--frames-per-batch", min=1, show_default=False,
+        help="in-between frames denoised together: more is faster, needs more memory" + _default("frames_per_batch")),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1, mps (default: best available)"),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="fp16 | bf16 | fp32 (default fp16 on CUDA)"),
-    config_file: Optional[Path] = typer.Option(None, "--config", help="JSON/YAML file of InterpolationConfig fields"),
-    keep_inputs: bool = typer.Option(False, "--keep-inputs", help="use the original photos as end frames"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    config_file: Optional[Path] = typer.Option(
+        None, "--config", help="JSON/YAML file of InterpolationConfig fields; DREAMMOVER_CFG_<FIELD> env vars "
+                               "override it, options given here override both"),
+    keep_inputs: Optional[bool] = typer.Option(
+        None, "--keep-inputs/--no-keep-inputs", show_default=False,
+        help="end frames: the prepared photos themselves, or their reconstructions"
+             + _default("keep_inputs", "--no-keep-inputs")),
+    max_frames: int = typer.Option(MAX_FRAMES, "--max-frames", min=1,
+                                   help="refuse more in-between frames than this (a guard against typos)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no plan line and no progress bars"),
     backend: str = typer.Option("dreammover", "--backend", help="dreammover | svd (Generative Inbetweening; "
-                                                                 "docs/backends.md)"),
+                                                                "docs/backends.md)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="clip preset (reel, story, square-loop, ...: "
                                          "dreammover/presets.py); its fps/size/timing, the -o suffix's format"),
 ) -> None:
-    """Interpolate IMAGE0 -> IMAGE1 with the library directly (no orchestration) and encode a clip."""
+    """Interpolate IMAGE0 -> IMAGE1 with the library directly (no orchestration) and encode a clip.
+
+    Settings come from --config, then DREAMMOVER_CFG_<FIELD> variables, then the options given here.
+    Output, settings and images are checked before the model loads, memory before any computing.
+    """
     if backend != "dreammover":  # other methods build their own config type (dreammover/backends)
         from .backends.cli import interpolate_with_backend
         return interpolate_with_backend(backend, image0, image1, output, model, vae, frames, size, fps, seed,
                                         device, dtype, config_file, keep_inputs, quiet)
-    from .config_io import load_config_file
-    from .images import ImageInputError, load_image
+    from .images import ImageInputError, ImageInputWarning, load_image, prepare_pair
     from .models import ModelLoadError
     from .pipeline import DreamMover
+    from .preflight import PreflightError, check_output_path
     from .video import write_video
 
     try:
-        im0, im1 = load_image(image0), load_image(image1)
-    except ImageInputError as err:
+        check_output_path(output)
+    except PreflightError as err:
         fail(str(err))
     if preset is not None:
         from .presets import for_path, get_preset, render_clip
@@ -63,12 +153,15 @@ def interpolate(
             clip_preset = for_path(get_preset(preset), output)
         except ValueError as err:
             fail(str(err))
-    overrides = dict(num_frames=frames, size=size, prompt=prompt, seed=seed, frames_per_batch=frames_per_batch,
-                     keep_inputs=keep_inputs)
-    try:
-        config = load_config_file(config_file, **overrides)
-    except (ValueError, OSError) as err:
-        fail(f"bad configuration: {err}")
+    config = load_config(config_file, num_frames=frames, size=size, prompt=prompt, seed=seed,
+                         frames_per_batch=frames_per_batch, keep_inputs=keep_inputs)
+    check_frames(config, max_frames)
+    with say_warnings():
+        try:
+            im0, im1 = load_image(image0), load_image(image1)
+        except ImageInputError as err:
+            fail(str(err))
+        prepare_pair(im0, im1, config.size, config.resize_policy)  # cheap: its warnings come before any work
     progress = not quiet
     if progress:
         typer.echo(f"loading model {model!r} ...", err=True)
@@ -76,20 +169,24 @@ def interpolate(
         dm = DreamMover.from_pretrained(model, vae=vae, device=device, dtype=dtype)
     except ModelLoadError as err:
         fail(str(err))
-    result = dm.interpolate(im0, im1, config, progress=progress)
+    check_plan(config, im0.shape[:2], dm.components, quiet)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImageInputWarning)  # already said above
+        result = dm.interpolate(im0, im1, config, progress=progress)
     try:
         if preset is not None:
             output, fps = render_clip(result.frames, clip_preset, output), clip_preset.fps
         else:
             write_video(result.frames, output, fps=fps)
-    except (RuntimeError, ValueError) as err:
+    except (RuntimeError, ValueError, OSError) as err:
         fail(str(err))
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
     typer.echo(f"wrote {output} ({len(result.frames)} frames at {fps:g} fps; {stages})")
 
 
 @app.command("make-sample")
-def make_sample(folder: Path = typer.Argument(Path("examples/pair")), size: int = typer.Option(256)) -> None:
+def make_sample(folder: Path = typer.Argument(Path("examples/pair"), help="folder to write 0.png and 1.png into"),
+                size: int = typer.Option(256, "--size", min=64, help="side of the square images in pixels")) -> None:
     """Write a procedural sample pair (a ball and a bar moving over a gradient) as 0.png / 1.png."""
     from .sample import write_sample_pair
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Fields whose change invalidates the per-pair LoRA or inversion/flow caches (DESIGN §4).
 LORA_FIELDS = ("lora", "lora_rank", "lora_lr", "lora_steps", "lora_fit_input", "prompt", "size", "resize_policy",
@@ -39,7 +39,8 @@ class InterpolationConfig(BaseModel):
     # Step 4-5: diffusion features and flow
     feature_step: int = Field(14, ge=0, description="inversion steps before feature extraction")
     feature_block: int = Field(1, ge=0, description="index into unet.up_blocks")
-    flow: Literal["diffusion", "opencv"] = "diffusion"
+    flow: Literal["diffusion", "dis", "farneback"] = Field(
+        "diffusion", description="Eq. 5 on diffusion features, or OpenCV DIS / Farneback (Table-3 ablation)")
     flow_chunk_rows: int = Field(4096, ge=1)
     # Step 6-9: fusion
     splat_alpha: float = 10.0
@@ -54,6 +55,11 @@ class InterpolationConfig(BaseModel):
         "auto", description="in-between frames per UNet batch; 'auto': as many as the device's free memory holds")
     decode_batch: int = Field(8, ge=1)
     keep_inputs: bool = False
+
+    @field_validator("flow", mode="before")
+    @classmethod
+    def _flow_alias(cls, value):
+        return "dis" if value == "opencv" else value  # 'opencv' was the name of the DIS ablation before Farneback
 
     def model_post_init(self, __context) -> None:
         if self.inversion_steps > self.num_inference_steps:

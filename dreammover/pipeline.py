@@ -203,8 +203,8 @@ class DreamMover:
     def estimate_flows(self, features: torch.Tensor | None, images: Sequence[np.ndarray],
                        latent_hw: tuple[int, int], config: InterpolationConfig):
         """Step 5 (Eq. 5) from diffusion features, or the classical-flow ablation."""
-        if config.flow == "opencv":
-            f01, f10 = estimate_flow_opencv(images[0], images[1], latent_hw)
+        if config.flow != "diffusion":
+            f01, f10 = estimate_flow_opencv(images[0], images[1], latent_hw, method=config.flow)
             return f01.to(self.device), f10.to(self.device)
         feats = upsample_features(features, latent_hw)
         return estimate_flow(feats[0], feats[1], chunk_rows=config.flow_chunk_rows)

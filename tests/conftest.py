@@ -19,6 +19,32 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 PAIRS = SHARED / "fixtures" / "pairs"
+# Every skip for missing fixtures names this, so the run's summary can count them.
+MISSING_SHARED = "../shared"
+
+
+def pytest_report_header(config):
+    found = "found" if PAIRS.is_dir() else "NOT FOUND: tests that need the fixture pairs will be skipped"
+    return f"fixture pairs {PAIRS}: {found}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Name the tests skipped for lack of ../shared, so a green run without fixtures does not look complete."""
+    missing = shared_skips(terminalreporter.stats.get("skipped", []))
+    if missing:
+        terminalreporter.write_line(
+            f"{missing} tests skipped because {SHARED} (fixture pairs) is missing: put the project's shared "
+            "folder (fixtures/pairs/<name>/0.png, 1.png) beside the checkout to run them (README: Tests)",
+            yellow=True, bold=True)
+
+
+def shared_skips(reports) -> int:
+    """How many skip reports give missing ../shared as their reason."""
+    def reason(rep) -> str:
+        lr = rep.longrepr
+        return lr[2] if isinstance(lr, tuple) and len(lr) == 3 else str(lr)
+
+    return sum(MISSING_SHARED in reason(r) for r in reports)
 
 
 @pytest.fixture(scope="session")
@@ -47,5 +73,5 @@ def tiny_dm(tiny_model_dir):
 def dog_pair() -> tuple[Path, Path]:
     d = PAIRS / "dog"
     if not (d / "0.png").exists():
-        pytest.skip("../shared/fixtures/pairs/dog is not present")
+        pytest.skip(f"{MISSING_SHARED}/fixtures/pairs/dog is not present")
     return d / "0.png", d / "1.png"

@@ -34,6 +34,18 @@ def test_dog_64px_gives_n_plus_2_frames_and_counts_each_stage_once(dog_result, t
     assert len(frames) == 6 and frames[0].shape == (64, 64, 3)
 
 
+def test_preflight_counts_the_unet_passes_a_run_makes(dog_result):
+    """The plan printed before a run (and its --max-frames message) counts what the run then does."""
+    from dreammover.preflight import unet_passes
+
+    result, cfg = dog_result
+    ev = result.unet_evals
+    planned = unet_passes(cfg)
+    assert planned["lora"] == ev["lora"]
+    assert planned["inversion"] == ev["inversion"] + ev["features"]
+    assert planned["denoise"] == ev["denoise"]
+
+
 def test_keep_inputs_puts_prepared_photos_at_the_ends(tiny_dm, dog_pair):
     cfg = InterpolationConfig(size=64, num_frames=1, lora=False, keep_inputs=True)
     result = tiny_dm.interpolate(*dog_pair, cfg)

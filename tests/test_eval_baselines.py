@@ -48,7 +48,7 @@ def test_classic_follows_motion_where_crossfade_ghosts():
 def test_ablation_switches_match_table3():
     base = InterpolationConfig(size=64)
     assert ablation_config(base, None) is base
-    assert ablation_config(base, "opencv_flow").flow == "opencv"
+    assert ablation_config(base, "opencv_flow").flow == "dis"
     assert ablation_config(base, "direct_fusion").fusion == "direct"
     assert ablation_config(base, "no_ref_attention").reference_attention is False
     assert ablation_config(base, "no_lora").lora is False

@@ -22,11 +22,13 @@ from ..pipeline import InterpolationResult
 METHODS = ("dreammover", "crossfade", "classic", "svd")
 # Table 3 of the paper: each ablation switches off one component of the full method.
 ABLATIONS: Mapping[str, Mapping] = MappingProxyType({
-    "opencv_flow": {"flow": "opencv"},            # classical flow instead of diffusion-feature correspondence
+    "opencv_flow": {"flow": "dis"},               # classical flow (OpenCV DIS) instead of diffusion features
     "direct_fusion": {"fusion": "direct"},        # one softmax-splat fusion of z_T instead of two-level fusion
     "no_ref_attention": {"reference_attention": False},
     "no_lora": {"lora": False},
 })
+# Selectable by name but not part of `--ablations all` (not in Table 3): the other classical flow.
+EXTRA_ABLATIONS: Mapping[str, Mapping] = MappingProxyType({"farneback_flow": {"flow": "farneback"}})
 
 
 class Interpolator(Protocol):
@@ -92,9 +94,11 @@ def ablation_config(config: InterpolationConfig, ablation: str | None) -> Interp
     """The config with one Table-3 component switched off (None = the full method)."""
     if ablation is None:
         return config
-    if ablation not in ABLATIONS:
-        raise ValueError(f"unknown ablation {ablation!r}: use one of {', '.join(ABLATIONS)}")
-    return config.model_copy(update=dict(ABLATIONS[ablation]))
+    switches = {**ABLATIONS, **EXTRA_ABLATIONS}
+    if ablation not in switches:
+        raise ValueError(f"unknown ablation {ablation!r}: use one of {', '.join(switches)}")
+    # validated, not copied: model_copy(update=...) would skip the field checks
+    return InterpolationConfig.model_validate({**config.model_dump(), **switches[ablation]})
 
 
 def make_method(name: str, model=None, flow_method: str = "dis") -> Interpolator:

@@ -11,6 +11,16 @@ def _split(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in (value or "").split(",") if v.strip())
 
 
+# `dreammover bench --model tiny` with the paper's 512 px / 32 frames / 80 LoRA steps ran for hours on a
+# laptop CPU, for a plumbing model whose frames mean nothing: its defaults are the smallest faithful run.
+TINY_QUICK = {"size": 64, "num_frames": 4, "lora_steps": 20}
+
+
+def quick_defaults(model: str, given: set[str]) -> dict:
+    """Starting values for fields nobody set (file, env, options), per model: only 'tiny' has any."""
+    return {k: v for k, v in TINY_QUICK.items() if k not in given} if model == "tiny" else {}
+
+
 def register(app: typer.Typer) -> None:
     """Add the `bench` command to the `dreammover` app."""
 
@@ -22,17 +32,24 @@ def register(app: typer.Typer) -> None:
             None, "--methods", help="comma list of dreammover,crossfade,classic "
                                     "(default: all; none when --clips-dir is given)"),
         ablations: Optional[str] = typer.Option(
-            None, "--ablations", help="comma list of opencv_flow,direct_fusion,no_ref_attention,no_lora, or 'all'"),
+            None, "--ablations", help="comma list of opencv_flow,direct_fusion,no_ref_attention,no_lora (Table 3; "
+                                      "'all' = these four) and farneback_flow"),
         clips_dir: Optional[Path] = typer.Option(
             None, "--clips-dir", help="score existing clips DIR/<pair>/*.mp4 against PAIRS_DIR/<pair>/0.*,1.*"),
         model: str = typer.Option("stable-diffusion-v1-5/stable-diffusion-v1-5", "--model",
                                   help="'tiny', a hub id, a diffusers folder or a .safetensors file"),
-        size: int = typer.Option(512, "--size", min=64, help="long side in pixels"),
-        frames: int = typer.Option(32, "--frames", min=1, help="in-between frames N (clips have N+2)"),
-        lora_steps: int = typer.Option(80, "--lora-steps", min=0),
-        fps: float = typer.Option(10.0, "--fps", min=0.1),
-        seed: int = typer.Option(0, "--seed"),
-        config_file: Optional[Path] = typer.Option(None, "--config", help="JSON/YAML of InterpolationConfig fields"),
+        size: Optional[int] = typer.Option(None, "--size", min=64, show_default=False,
+                                           help="long side in pixels  [default: 512; 64 for --model tiny]"),
+        frames: Optional[int] = typer.Option(None, "--frames", min=1, show_default=False,
+                                             help="in-between frames N (clips have N+2)  [default: 32; 4 for tiny]"),
+        lora_steps: Optional[int] = typer.Option(None, "--lora-steps", min=0, show_default=False,
+                                                 help="LoRA fit steps per pair  [default: 80; 20 for tiny]"),
+        fps: float = typer.Option(10.0, "--fps", min=0.1, help="frames per second of the written clips"),
+        seed: Optional[int] = typer.Option(None, "--seed", show_default=False,
+                                           help="seed of the LoRA fit  [default: 0]"),
+        config_file: Optional[Path] = typer.Option(
+            None, "--config", help="JSON/YAML of InterpolationConfig fields; DREAMMOVER_CFG_<FIELD> env vars "
+                                   "override it, options given here override both"),
         flow: str = typer.Option("dis", "--flow", help="OpenCV flow for WE and the classic baseline: dis|farneback"),
         we_scale: float = typer.Option(100.0, "--we-scale", help="WE/WE_mid = MSE on [0,1] pixels x this"),
         lpips_weights: Optional[str] = typer.Option(None, "--lpips-weights",
@@ -43,13 +60,14 @@ def register(app: typer.Typer) -> None:
         fid_weights: Optional[str] = typer.Option(None, "--fid-weights",
                                                   help="Inception-v3 checkpoint for FID ('random': plumbing)"),
         hf_pairs: int = typer.Option(1, "--hf-pairs", min=0, help="pairs to trace the Fig. 5c curve on"),
-        device: Optional[str] = typer.Option(None, "--device"),
-        dtype: Optional[str] = typer.Option(None, "--dtype", help="fp16 | bf16 | fp32"),
-        quiet: bool = typer.Option(False, "--quiet", "-q"),
+        device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1, mps (default: best available)"),
+        dtype: Optional[str] = typer.Option(None, "--dtype", help="fp16 | bf16 | fp32 (default fp16 on CUDA)"),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="no plan, progress or ETA lines"),
     ) -> None:
         """Benchmark DreamMover, its Table-3 ablations and weight-free baselines; write report.md with plots."""
-        from ..cli import fail
-        from ..config_io import load_config_file
+        from ..cli import fail, load_config, say_warnings
+        from ..config_io import given_fields
+        from ..preflight import PreflightError, check_output_path
         from .report import write_report
         from .runner import BenchSettings, run_bench
 
@@ -62,19 +80,30 @@ def register(app: typer.Typer) -> None:
             abl = tuple(ABLATIONS)
         if not chosen and not abl and clips_dir is None:
             fail("nothing to run: give --methods, --ablations or --clips-dir")
+        given = dict(num_frames=frames, size=size, lora_steps=lora_steps, seed=seed)
         try:
-            config = load_config_file(config_file, num_frames=frames, size=size, lora_steps=lora_steps, seed=seed)
+            quick = quick_defaults(model, given_fields(config_file, **given))
         except (ValueError, OSError) as err:
-            fail(f"bad configuration: {err}")
+            fail(f"bad configuration: {' '.join(str(err).split())}")
+        config = load_config(config_file, defaults=quick, **given)
+        if quick and not quiet:
+            typer.echo("model 'tiny' is for plumbing, not quality: quick defaults "
+                       + ", ".join(f"{k}={v}" for k, v in quick.items())
+                       + " (set them with --config, DREAMMOVER_CFG_* or options)", err=True)
         settings = BenchSettings(
             pairs_dir=pairs_dir, out_dir=output, methods=chosen, ablations=abl, clips_dir=clips_dir, model=model,
             device=device, dtype=dtype, config=config, fps=fps, we_scale=we_scale, flow_method=flow,
             lpips_weights=lpips_weights, lpips_lin=lpips_lin, lpips_arch=lpips_arch, fid_weights=fid_weights,
             hf_pairs=hf_pairs)
-        output.mkdir(parents=True, exist_ok=True)
+        try:  # the report folder must be writable before hours of runs, not after
+            check_output_path(output, formats=())
+            output.mkdir(parents=True, exist_ok=True)
+        except (PreflightError, OSError) as err:
+            fail(str(err) if isinstance(err, PreflightError) else f"{output}: cannot create the report folder ({err})")
         log = (lambda msg: None) if quiet else (lambda msg: typer.echo(msg, err=True))
         try:
-            result = run_bench(settings, log=log)
+            with say_warnings():
+                result = run_bench(settings, log=log)
         except (FileNotFoundError, ValueError) as err:
             fail(str(err))
         md = write_report(result, settings)

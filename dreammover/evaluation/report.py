@@ -12,6 +12,7 @@ import numpy as np
 from .runner import BenchResult, BenchSettings
 
 METRICS = (("we", "WE ↓"), ("we_mid", "WE_mid ↓"), ("lpips", "LPIPS ↓"), ("hf_ratio", "HF ratio (1 = input)"))
+NOT_COMPUTED = "not computed"
 PAPER_TABLE1 = MappingProxyType({"we": 0.2069, "we_mid": 0.3687})  # DreamMover's row of the paper's Table 1
 
 
@@ -87,10 +88,16 @@ def plot_metrics(result: BenchResult, path: Path) -> Path:
     keys = [(k, t) for k, t in METRICS if any(r[k] is not None for r in result.rows)]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3.6), squeeze=False)
     for ax, (k, title) in zip(axes[0], keys):
-        means = [_mean(result, m, k) or 0.0 for m in methods]
-        ax.bar(range(len(methods)), means, color="#8fb3d9")
+        means = [_mean(result, m, k) for m in methods]
+        # A missing metric gets no bar (a 0 bar would read as the best score on a "lower is better" panel).
+        shown = [x for x, v in enumerate(means) if v is not None]
+        ax.bar(shown, [means[x] for x in shown], color="#8fb3d9")
         for x, m in enumerate(methods):
-            ys = [r[k] for r in result.rows if r["method"] == m and r[k] is not None]
+            if means[x] is None:
+                ax.text(x, 0, NOT_COMPUTED, rotation=90, ha="center", va="bottom", fontsize=7, color="#777777",
+                        transform=ax.get_xaxis_transform())
+                continue
+            ys = [r[k] for r in result.rows if r["method"] == m and r[k] is not None and not math.isnan(r[k])]
             ax.scatter([x] * len(ys), ys, color="#1f3b5c", s=12, zorder=3)
         if k in PAPER_TABLE1:
             ax.axhline(PAPER_TABLE1[k], color="#c0392b", ls="--", lw=1, label="paper (DreamMover)")
@@ -186,6 +193,7 @@ def write_report(result: BenchResult, settings: BenchSettings) -> Path:
               "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['pair']} | {r['method']} | {r['frames']} | {_fmt(r['we'])} | {_fmt(r['we_mid'])} | "
               f"{_fmt(r['lpips'])} | {_fmt(r['hf_ratio'])} | {_fmt(r['seconds_total'])} |" for r in result.rows]
+    lines += ["", f"– = {NOT_COMPUTED} (a skipped metric, a failed run, or no timings for an existing clip)."]
     if result.skipped or result.metric_names:
         lines += ["", "## Metric models", ""]
         lines += [f"- {k}: {v}" for k, v in result.metric_names.items()]

@@ -9,14 +9,16 @@ from typing import Callable
 import numpy as np
 
 from ..config import InterpolationConfig
-from ..images import ImageInputError, load_image, prepare_pair
+from ..images import ImageInputError, cover_crop, load_image, prepare_pair
 from ..models import DEFAULT_MODEL
-from .baselines import ABLATIONS, METHODS, ablation_config, make_method
+from .baselines import ABLATIONS, EXTRA_ABLATIONS, METHODS, ablation_config, make_method
 from .metrics import WE_SCALE, match_size, middle_indices, score_clip
+from .progress import BenchProgress
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 CLIP_SUFFIXES = (".mp4", ".webm", ".gif", ".avi", ".mov", ".mkv")
 CONTACT_DELTAS = (0.25, 0.5, 0.75)
+CURVE = "hf-curve"
 
 
 @dataclass
@@ -147,8 +149,8 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> BenchResu
 
     result = BenchResult()
     for a in s.ablations:
-        if a not in ABLATIONS:
-            raise ValueError(f"unknown ablation {a!r}: use one of {', '.join(ABLATIONS)}")
+        if a not in ABLATIONS and a not in EXTRA_ABLATIONS:
+            raise ValueError(f"unknown ablation {a!r}: use one of {', '.join([*ABLATIONS, *EXTRA_ABLATIONS])}")
     for m in s.methods:
         if m not in METHODS:
             raise ValueError(f"unknown method {m!r}: use one of {', '.join(METHODS)}")
@@ -156,22 +158,27 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> BenchResu
     metrics = _Metrics(s, result)
     labels = _labels(s)
     dm = _load_model(s, result, log) if any(m == "dreammover" for _, m, _ in labels) else None
+    runs = [(label, method, abl) for label, method, abl in labels if method != "dreammover" or dm is not None]
+    clips = {name: _existing_clips(s.clips_dir / name) if s.clips_dir else [] for name, _, _ in pairs}
+    progress = BenchProgress(_plan(pairs, runs, clips, s, dm is not None), log)
+    _log_plan(s, pairs, runs, clips, progress.total, log)
     for name, p0, p1 in pairs:
         try:
             im0, im1 = load_image(p0), load_image(p1)
         except ImageInputError as err:
             result.problems.append({"pair": name, "method": "-", "error": str(err)})
             log(f"[{name}] skipped: {err}")
+            progress.drop(name)
             continue
-        clips = _existing_clips(s.clips_dir / name) if s.clips_dir else []
-        runs = [(label, method, abl) for label, method, abl in labels if method != "dreammover" or dm is not None]
-        for label, method, abl in runs + [(c.stem, None, c) for c in clips]:
+        for label, method, abl in runs + [(c.stem, None, c) for c in clips[name]]:
+            progress.start(name, label)
+            detail = "failed"
             try:
                 if method is None:  # an existing clip: score it against the inputs at its own size
                     frames = read_video(abl)
                     if len(frames) < 3:
                         raise ValueError(f"{abl}: {len(frames)} frames decoded, need at least 3")
-                    inputs = (match_size(im0, frames[0]), _cover(im1, frames[0]))
+                    inputs = (_cover(im0, frames[0]), _cover(im1, frames[0]))
                     row = {"seconds": {}, "unet_evals": {}, "clip": str(abl)}
                 else:
                     config = ablation_config(s.config, abl)
@@ -189,37 +196,70 @@ def run_bench(s: BenchSettings, log: Callable[[str], None] = print) -> BenchResu
                                     **row})
                 contact = result.contact.setdefault(name, {"inputs": inputs})
                 contact[label] = nearest_frames(frames)
-                log(f"[{name}] {label}: WE {sc.we:.4f}  WE_mid {sc.we_mid:.4f}  HF {sc.hf_ratio:.3f}")
+                detail = f"WE {sc.we:.4f}  WE_mid {sc.we_mid:.4f}  HF {sc.hf_ratio:.3f}"
                 if label == "dreammover":  # right now the pair's LoRA is still loaded: the curve reuses it
-                    _curve(dm, name, im0, im1, s, result, lora_active=True)
+                    progress.done(name, label, detail)
+                    detail = None
+                    _curve(dm, name, im0, im1, s, result, lora_active=True, progress=progress)
             except Exception as err:  # one failing run is reported and the bench goes on
                 result.problems.append({"pair": name, "method": label, "error": f"{type(err).__name__}: {err}"})
                 log(f"[{name}] {label} failed: {err}\n{traceback.format_exc(limit=3)}")
+            if detail is not None:
+                progress.done(name, label, detail)
         if dm is not None and "dreammover" not in s.methods:  # ablations only: the curve fits its own LoRA
-            _curve(dm, name, im0, im1, s, result, lora_active=False)
+            _curve(dm, name, im0, im1, s, result, lora_active=False, progress=progress)
     metrics.finish(result)
     if metrics.lpips is None and "lpips" not in result.skipped:
         result.skipped["lpips"] = "no LPIPS model"
     return result
 
 
-def _curve(dm, name: str, im0, im1, s: BenchSettings, result: BenchResult, lora_active: bool) -> None:
+def _curve(dm, name: str, im0, im1, s: BenchSettings, result: BenchResult, lora_active: bool,
+           progress: BenchProgress | None = None) -> None:
     """Fig. 5c curve for the first `hf_pairs` pairs; a failure is a reported problem, not an abort."""
     if len(result.curves) >= s.hf_pairs:
         return
+    if progress is not None:
+        progress.start(name, CURVE)
     try:
         from .curves import hf_energy_curves
 
         result.curves[name] = hf_energy_curves(dm, im0, im1, s.config, lora_active=lora_active)
     except Exception as err:
-        result.problems.append({"pair": name, "method": "hf-curve", "error": f"{type(err).__name__}: {err}"})
+        result.problems.append({"pair": name, "method": CURVE, "error": f"{type(err).__name__}: {err}"})
+    if progress is not None:
+        progress.done(name, CURVE, "" if name in result.curves else "failed")
+
+
+def _plan(pairs, runs, clips, s: BenchSettings, with_model: bool) -> list[tuple[str, str, str]]:
+    """(pair, label, kind) of every run in order; kind groups runs of similar cost for the ETA."""
+    plan = []
+    for i, (name, _, _) in enumerate(pairs):
+        plan += [(name, label, method) for label, method, _ in runs]
+        if with_model and i < s.hf_pairs:
+            plan.append((name, CURVE, CURVE))
+        plan += [(name, c.stem, "clip") for c in clips[name]]
+    return plan
+
+
+def _log_plan(s: BenchSettings, pairs, runs, clips, total: int, log) -> None:
+    """Say up front what will run and how heavy one DreamMover run is."""
+    from ..preflight import unet_passes
+
+    what = ", ".join(label for label, _, _ in runs) or "no generated clips"
+    n_clips = sum(len(v) for v in clips.values())
+    log(f"bench: {len(pairs)} pairs x ({what}){f' + {n_clips} existing clips' if n_clips else ''}: {total} runs")
+    if any(method == "dreammover" for _, method, _ in runs):
+        c = s.config
+        passes = unet_passes(c)
+        log(f"each DreamMover run: {c.size} px, {c.num_frames} frames, {c.lora_steps} LoRA steps, "
+            f"{sum(passes.values())} UNet passes; the ETA follows once each kind of run was timed")
 
 
 def _cover(img: np.ndarray, like: np.ndarray) -> np.ndarray:
-    """Image 1 brought to a clip's frame the way the pipeline does (scale to cover, centre crop)."""
+    """An input brought to a clip's frame the way the pipeline's default policy does (centre crop, resize)."""
     h, w = like.shape[:2]
-    return prepare_pair(np.zeros((h, w, 3), np.uint8), img, max(h, w), "cover")[1] \
-        if (h % 64 == 0 and w % 64 == 0) else match_size(img, like)
+    return match_size(cover_crop(img, h, w), like)
 
 
 def _existing_clips(folder: Path) -> list[Path]:
