@@ -27,7 +27,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from dreammover.config import InterpolationConfig
 from tasks import leases
 from tasks.encode import FORMATS
-from tasks.ingest import PairSpec, list_pairs
+from tasks.ingest import PairSpec, discover_pairs, list_pairs
 from tasks.models import ModelSpec
 from tasks.storage import StorageError, open_storage, read_uri
 
@@ -77,6 +77,15 @@ def check_writable(out, run_id: str) -> None:
         raise OutputNotWritable(f"output {out.uri()} is not writable: {err}") from err
 
 
+def check_source(source: str, manifest: Optional[str], allow_empty: bool) -> list[PairSpec]:
+    """The pairs of `source`; EmptySource if there are none and that was not allowed."""
+    pairs = discover_pairs(source, manifest)
+    if not pairs and not allow_empty:
+        raise EmptySource(f"no pairs under {source} (expected <pair-id>/0.*, 1.*; check the prefix, "
+                          f"or allow an empty source with --allow-empty)")
+    return pairs
+
+
 @flow(name="interpolate-archive", timeout_seconds=48 * 3600,
       task_runner=ThreadPoolTaskRunner(max_workers=64))
 def interpolate_archive(source: str, output: str, config: InterpolationConfig = InterpolationConfig(),
@@ -102,9 +111,8 @@ def interpolate_archive(source: str, output: str, config: InterpolationConfig = 
     cache, out = cache or default_cache(), open_storage(output)
     check_writable(out, run_id)
     pairs = list_pairs(source, manifest)
-    if not pairs and not allow_empty:
-        raise EmptySource(f"no pairs under {source} (expected <pair-id>/0.*, 1.*; check the prefix, "
-                          f"or allow an empty source with --allow-empty)")
+    if not pairs:
+        check_source(source, manifest, allow_empty)  # raises unless an empty source was allowed
 
     entries: dict[str, dict] = {}
     todo = _plan(pairs, out, entries, dict(model=model, config=config, fps=fps, fmt=fmt), force)
@@ -225,17 +233,20 @@ def _run_on_pool(todo, params: dict, address: str, timeout: float, parallel: int
     for i, (pair, clip) in enumerate(todo):
         if i >= parallel:
             _collect(*futures[i - parallel], entries)
-        futures.append((pair, run_pair_on_pool.submit(pair, clip, params, address, timeout)))
-    for pair, future in futures:
-        _collect(pair, future, entries)
+        futures.append((pair, run_pair_on_pool.submit(pair, clip, params, address, timeout),
+                        time.monotonic() + timeout))
+    for pair, future, deadline in futures:
+        _collect(pair, future, deadline, entries)
 
 
-def _collect(pair: PairSpec, future, entries: dict) -> None:
-    """Wait for one pair's run-pair task and record its entry as soon as it is known."""
+def _collect(pair: PairSpec, future, deadline: float, entries: dict) -> None:
+    """Wait (until the pair's deadline) for one pair's run-pair task and record its entry."""
     if pair.id in entries:
         return
-    future.wait()
-    if future.state.is_completed():
+    future.wait(timeout=max(0.0, deadline - time.monotonic()))
+    if not future.state.is_final():
+        entries[pair.id] = {"pair": pair.id, "status": "failed", "reason": "timed out (pair_timeout)"}
+    elif future.state.is_completed():
         entries[pair.id] = future.result()
     else:
         entries[pair.id] = {"pair": pair.id, "status": "failed", "reason": _reason(

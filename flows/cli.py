@@ -133,8 +133,16 @@ def run_archive(
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})", EXIT_BAD_INPUT)
 
-    from flows.archive import ArchiveIncomplete, EmptySource, OutputNotWritable
+    from flows.archive import ArchiveIncomplete, EmptySource, OutputNotWritable, check_source, check_writable
     from flows.local_api import temporary_api
+    from tasks.storage import StorageError, open_storage
+
+    # Before starting Prefect or any pair: an output that refuses a write, an empty source.
+    try:
+        check_writable(open_storage(output), "cli")
+        check_source(source, manifest, allow_empty)
+    except (EmptySource, OutputNotWritable, StorageError, ValueError) as err:
+        fail(str(err), EXIT_BAD_INPUT)
 
     with temporary_api():
         state = interpolate_archive(source, output, config=config, fps=fps, fmt=fmt, manifest=manifest,

@@ -105,7 +105,7 @@ def _from_manifest(store, manifest: str) -> list[PairSpec]:
     return pairs
 
 
-@task(name="list-pairs", **retry_options(timeout=600))
+@task(name="list-pairs", **retry_options())
 def list_pairs(source: str, manifest: Optional[str] = None) -> list[PairSpec]:
     """Walk an S3 prefix or local folder (or read a manifest) for pairs."""
     pairs = discover_pairs(source, manifest)
@@ -113,7 +113,7 @@ def list_pairs(source: str, manifest: Optional[str] = None) -> list[PairSpec]:
     return pairs
 
 
-@task(name="download-pair", **retry_options(timeout=600))
+@task(name="download-pair", **retry_options())
 def download_pair(image0: str, image1: str, workdir: str) -> tuple[str, str]:
     """Local paths of both photos: remote ones are downloaded into `workdir`, local ones used in place."""
     out = []

@@ -128,7 +128,7 @@ def placement() -> dict:
     return {"worker": worker_name(), "model_loads": MODELS.loads}
 
 
-@task(name="load-model", cache_policy=NO_CACHE, **retry_options(timeout=1800))
+@task(name="load-model", cache_policy=NO_CACHE, **retry_options())
 def load_model(model: ModelSpec) -> dict:
     """Load (once per worker process) and return the model identity that goes into every cache key."""
     with MODELS.use(model) as m:

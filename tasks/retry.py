@@ -7,8 +7,6 @@ a bug): retrying those only delays the report, so they fail at once.
 """
 from __future__ import annotations
 
-import os
-
 from prefect.tasks import exponential_backoff
 
 from .storage import TransientStorageError
@@ -36,16 +34,13 @@ def retry_if_transient(task, task_run, state) -> bool:
     return is_transient(state.result(raise_on_failure=False))
 
 
-def _seconds(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
-
-
-def retry_options(retries: int = 4, timeout_env: str = "DREAMMOVER_TASK_TIMEOUT", timeout: float = 3600) -> dict:
-    """Task options: transient-only retries with exponential backoff (2, 4, 8, 16 s, ±50 %) and a timeout.
+def retry_options(retries: int = 4) -> dict:
+    """Task options: transient-only retries with exponential backoff (2, 4, 8, 16 s, ±50 %).
 
     The backoff outlasts a storage outage of about half a minute on top of botocore's own
-    retries; the timeout (env var, seconds) turns a hung GPU or network call into a failure.
+    retries (5 attempts each). No task-level timeout: Prefect cannot interrupt a sync task in a
+    worker thread or on a Dask worker (it only warns); hangs are bounded by the pair flow's
+    timeout, the archive's per-pair deadline and, on Kubernetes, the Job's activeDeadlineSeconds.
     """
     return dict(retries=retries, retry_delay_seconds=exponential_backoff(backoff_factor=2),
-                retry_jitter_factor=0.5, retry_condition_fn=retry_if_transient,
-                timeout_seconds=_seconds(timeout_env, timeout))
+                retry_jitter_factor=0.5, retry_condition_fn=retry_if_transient)

@@ -16,7 +16,7 @@ from .retry import retry_options
 from .storage import read_uri, split_uri, write_uri
 
 
-@task(name="upload-clip", cache_policy=NO_CACHE, **retry_options(timeout=1800))
+@task(name="upload-clip", cache_policy=NO_CACHE, **retry_options())
 def upload_clip(clip_uri: str, destination: str) -> str:
     store, name = split_uri(destination)
     temporary = f".{name}.{uuid.uuid4().hex[:12]}.partial"
@@ -26,6 +26,6 @@ def upload_clip(clip_uri: str, destination: str) -> str:
     return uri
 
 
-@task(name="write-summary", cache_policy=NO_CACHE, **retry_options(timeout=600))
+@task(name="write-summary", cache_policy=NO_CACHE, **retry_options())
 def write_summary(summary: dict, destination: str) -> str:
     return write_uri(destination, (json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n").encode())
