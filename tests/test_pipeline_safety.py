@@ -206,7 +206,8 @@ def test_temporary_api_child_dies_with_a_sigkilled_parent(tmp_path):
     # CLI process dies, even by SIGKILL (an atexit hook would never run).
     pidfile = tmp_path / "child.pid"
     code = ("import subprocess, sys, time; from flows.local_api import _die_with_parent; "
-            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], preexec_fn=_die_with_parent); "
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], "
+            "preexec_fn=_die_with_parent); "
             f"open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(120)")
     parent = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": os.getcwd()})
     for _ in range(100):

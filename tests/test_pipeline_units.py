@@ -258,7 +258,8 @@ def test_kubernetes_template_passes_the_real_worker_validation():
     job = config.job_manifest
     pod = job["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1 == container["resources"]["requests"]["nvidia.com/gpu"]
+    resources = container["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == 1 == resources["requests"]["nvidia.com/gpu"]
     assert job["spec"]["activeDeadlineSeconds"] > 0
     assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"]  # the model cache survives the Job
     assert container["envFrom"][0]["secretRef"]["name"]  # credentials from a Secret, not the template
