@@ -232,3 +232,27 @@ def test_temporary_api_child_dies_with_a_sigkilled_parent(tmp_path):
     else:
         os.kill(child, signal.SIGKILL)
         pytest.fail("the child outlived its SIGKILLed parent")
+
+
+def test_s3_conditional_create_move_and_permanent_errors(monkeypatch):
+    moto = pytest.importorskip("moto")
+    for k, v in dict(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                     AWS_DEFAULT_REGION="us-east-1").items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    from tasks import leases
+    from tasks.storage import S3Storage, StorageError, TransientStorageError, s3_client
+
+    with moto.mock_aws():
+        client = s3_client()
+        client.create_bucket(Bucket="outs")
+        store = S3Storage("outs", "daily", client=client)
+        # If-None-Match: * makes the lease a real test-and-set on S3.
+        assert leases.acquire(store, "dog", "run-a", ttl=60) is None
+        assert leases.acquire(store, "dog", "run-b", ttl=60)["holder"] == "run-a"
+        store.write_bytes(".dog.mp4.x.partial", b"clip")
+        assert store.move(".dog.mp4.x.partial", "dog.mp4") == "s3://outs/daily/dog.mp4"
+        assert not store.exists(".dog.mp4.x.partial") and store.version("dog.mp4")
+        with pytest.raises(StorageError, match="NoSuchBucket") as info:
+            S3Storage("missing-bucket", "x", client=client).write_bytes("a", b"1")
+        assert not isinstance(info.value, TransientStorageError)
