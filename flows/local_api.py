@@ -24,6 +24,15 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
+def _drain(timeout: float = 10.0) -> None:
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):
+            service.drain_all(timeout=timeout)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -58,7 +67,10 @@ def temporary_api(timeout: float = 180.0) -> Iterator[Optional[str]]:
                     raise RuntimeError("the temporary Prefect API did not start in time") from None
                 time.sleep(0.2)
         with temporary_settings({PREFECT_API_URL: url}):
-            yield url
+            try:
+                yield url
+            finally:
+                _drain()  # send queued logs/events while the server still answers (exit would hang on them)
     finally:
         proc.terminate()
         try:
