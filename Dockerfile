@@ -1,6 +1,7 @@
-# GPU image for DreamMover Prefect workers (and Kubernetes flow-run jobs).
-# The base ships CUDA, cuDNN and a CUDA build of torch, so pip keeps that torch (>= 2.1 satisfies it).
-FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+# One image for the whole stack: Prefect CPU workers (orchestration), Dask GPU workers (the model),
+# Kubernetes pair Jobs. The base ships CUDA, cuDNN and a CUDA torch >= 2.6 (transformers 5 needs it);
+# constraints.txt pins everything else (torch is left out of it, so pip keeps the base's build).
+FROM pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -15,14 +16,24 @@ RUN apt-get update && apt-get install -y --no-install-recommends ffmpeg \
 
 WORKDIR /opt/dreammover
 # Dependencies first (better layer caching), then the code.
-COPY pyproject.toml README.md* ./
+COPY pyproject.toml README.md constraints.txt ./
 RUN mkdir -p dreammover tasks flows && touch dreammover/__init__.py tasks/__init__.py flows/__init__.py \
-    && pip install . && pip uninstall -y dreammover
+    && pip install -c constraints.txt ".[kubernetes]" && pip uninstall -y dreammover \
+    && python -c "import torch, transformers; assert tuple(map(int, torch.__version__.split('.')[:2])) >= (2, 6)"
 COPY dreammover ./dreammover
 COPY tasks ./tasks
 COPY flows ./flows
 COPY deploy ./deploy
-RUN pip install --no-deps . && mkdir -p "$DREAMMOVER_HOME" "$HF_HOME"
+RUN pip install --no-deps . \
+    && useradd --uid 10001 --create-home --shell /usr/sbin/nologin dreammover \
+    && mkdir -p "$DREAMMOVER_HOME" "$HF_HOME" && chown -R dreammover "$DREAMMOVER_HOME" "$HF_HOME"
+
+USER 10001
+# The model cache is a volume: weights are downloaded once per volume, not per container.
+VOLUME ["/var/cache/huggingface"]
+# Healthy when the role's process answers: a Dask worker's /health, else Prefect's API (for Prefect workers).
+HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
+    CMD ["/opt/dreammover/deploy/entrypoint.sh", "healthcheck"]
 
 ENTRYPOINT ["/opt/dreammover/deploy/entrypoint.sh"]
-CMD ["worker"]
+CMD ["prefect-worker"]

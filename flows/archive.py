@@ -1,31 +1,60 @@
 """interpolate_archive: every pair under a prefix -> <output>/<pair-id>.<fmt> + <pair-id>.json, and a run report.
 
-    list pairs -> skip finished ones (unless force) -> one interpolate_pair run per pair
-    (in this process, or as flow runs of a deployment on the GPU work pool) -> report
+    check the output is writable -> list pairs (an empty source is an error unless allowed)
+    -> skip pairs whose summary matches the clip they would get now -> lease each pair
+    -> interpolate_pair per pair: here, over the Dask GPU pool (pairs concurrently), or as flow
+       runs of a deployment -> report (written even when the run is cancelled or crashes)
 
-One bad pair never stops the others: it is reported as failed with its reason.
+This flow orchestrates only: it never loads a model, so it runs on a CPU worker. One bad pair
+never stops the others. A run with failed pairs ends Failed (named Partial when some pairs
+were done), with the report as its result and as a markdown artifact.
 """
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from datetime import datetime, timezone
 from typing import Optional
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import get_run_context
+from prefect.states import Completed, Failed
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from dreammover.config import InterpolationConfig
+from tasks import leases
 from tasks.encode import FORMATS
-from tasks.ingest import PairSpec, list_pairs
+from tasks.ingest import PairSpec, discover_pairs, list_pairs
 from tasks.models import ModelSpec
-from tasks.storage import open_storage
+from tasks.storage import StorageError, open_storage, read_uri
 
-from .pair import Refresh, interpolate_pair
-from .runners import default_cache
+from .pair import PAIR_TIMEOUT, Refresh, fingerprint, interpolate_pair, summary_uri
+from .runners import default_cache, gpu_pool, pool_runner
 
 # Report status -> CLI exit code (documented in docs/pipeline.md).
-EXIT_CODES = {"ok": 0, "empty": 0, "partial": 3, "failed": 4}
+EXIT_CODES = {"ok": 0, "empty": 0, "partial": 3, "failed": 4, "cancelled": 4}
+
+
+class OutputNotWritable(StorageError):
+    """The output location refuses a test write: found before any pair is computed."""
+
+
+class EmptySource(ValueError):
+    """No pairs under the source: most often a mistyped prefix, so an error unless allowed."""
+
+
+class ArchiveIncomplete(RuntimeError):
+    """Some pairs failed: the Failed (or Partial) state's exception, carrying the run report."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+    def __reduce__(self):
+        return type(self), (str(self), self.report)
 
 
 def report_status(done: int, skipped: int, failed: int) -> str:
@@ -38,100 +67,264 @@ def _reason(exc: BaseException | None, fallback: str) -> str:
     return f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else fallback
 
 
-@flow(name="interpolate-archive")
+def check_writable(out, run_id: str) -> None:
+    """Write and delete a probe object, so a bad output fails the run before any GPU work."""
+    probe = f"_runs/.probe-{run_id}"
+    try:
+        out.write_bytes(probe, b"")
+        out.delete(probe)
+    except (StorageError, OSError) as err:
+        raise OutputNotWritable(f"output {out.uri()} is not writable: {err}") from err
+
+
+def check_source(source: str, manifest: Optional[str], allow_empty: bool) -> list[PairSpec]:
+    """The pairs of `source`; EmptySource if there are none and that was not allowed."""
+    pairs = discover_pairs(source, manifest)
+    if not pairs and not allow_empty:
+        raise EmptySource(f"no pairs under {source} (expected <pair-id>/0.*, 1.*; check the prefix, "
+                          f"or allow an empty source with --allow-empty)")
+    return pairs
+
+
+@flow(name="interpolate-archive", timeout_seconds=48 * 3600,
+      task_runner=ThreadPoolTaskRunner(max_workers=64))
 def interpolate_archive(source: str, output: str, config: InterpolationConfig = InterpolationConfig(),
                         model: ModelSpec = ModelSpec(), fps: float = 10.0, fmt: str = "mp4",
                         manifest: Optional[str] = None, force: bool = False, cache: Optional[str] = None,
                         dask: Optional[str] = None, refresh: Refresh = "none",
-                        pair_deployment: Optional[str] = None) -> dict:
+                        pair_deployment: Optional[str] = None, allow_empty: bool = False,
+                        pair_timeout: float = PAIR_TIMEOUT, parallel_pairs: int = 0):
     """Run the pair flow for every pair of `source` (local folder or s3:// prefix); return the run report.
 
-    pair_deployment: e.g. 'interpolate-pair/gpu' to run each pair as its own flow run on the
-    deployment's work pool (fan-out across GPU machines) instead of in this process.
+    Ends Completed (result: the report) when no pair failed; otherwise Failed, named Partial if
+    some pairs were done, whose exception (ArchiveIncomplete) carries the report.
+
+    dask: the GPU pool (see flows/runners.py); pairs then run concurrently, `parallel_pairs` at a
+    time (0: twice the pool's workers). pair_deployment: e.g. 'interpolate-pair/gpu-k8s' to run
+    each pair as a flow run of that deployment instead. pair_timeout: seconds before a pair
+    counts as failed (and its run is cancelled). allow_empty: an empty source is 'empty', not an error.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unsupported clip format {fmt!r}: use one of {', '.join(FORMATS)}")
     log, start = get_run_logger(), time.perf_counter()
+    run_id = str(getattr(get_run_context().flow_run, "id", uuid.uuid4()))
     cache, out = cache or default_cache(), open_storage(output)
+    check_writable(out, run_id)
     pairs = list_pairs(source, manifest)
+    if not pairs:
+        check_source(source, manifest, allow_empty)  # raises unless an empty source was allowed
 
-    entries, todo = [], []
-    for pair in pairs:
-        clip = out.uri(f"{pair.id}.{fmt}")
-        if pair.problem:
-            entries.append({"pair": pair.id, "status": "failed", "reason": pair.problem})
-        elif not force and out.exists(f"{pair.id}.{fmt}"):
-            entries.append({"pair": pair.id, "status": "skipped", "reason": "output exists", "output": clip})
-        else:
-            todo.append((pair, clip))
+    entries: dict[str, dict] = {}
+    todo = _plan(pairs, out, entries, dict(model=model, config=config, fps=fps, fmt=fmt), force)
     log.info("%d pair(s): %d to run, %d skipped, %d malformed", len(pairs), len(todo),
-             sum(e["status"] == "skipped" for e in entries), sum(e["status"] == "failed" for e in entries))
+             sum(e["status"] == "skipped" for e in entries.values()),
+             sum(e["status"] == "failed" for e in entries.values()))
+    params = dict(config=config, model=model, fps=fps, cache=cache, refresh=refresh)
+    outcome = "finished"
+    try:
+        leased = _lease(todo, out, run_id, pair_timeout, entries)
+        try:
+            if pair_deployment:
+                _run_on_deployment(leased, params, pair_deployment, pair_timeout, entries)
+            elif dask:
+                with gpu_pool(dask) as address:
+                    _run_on_pool(leased, params, address, pair_timeout, parallel_pairs, entries)
+            else:
+                _run_here(leased, {**params, "dask": None}, entries)
+        finally:
+            for pair, _ in leased:
+                _quietly(leases.release, out, pair.id, run_id)
+    except BaseException as exc:  # cancellation (SIGTERM -> TerminationSignal), timeout, crash
+        outcome = f"interrupted: {type(exc).__name__}"
+        raise
+    finally:
+        for pair, clip in todo:
+            entries.setdefault(pair.id, {"pair": pair.id, "status": "failed", "output": clip,
+                                         "reason": f"not finished: the archive run was {outcome}"})
+        report = _report(entries, source, out, start, outcome)
+    log.info("archive %s: %d done, %d skipped, %d failed -> %s", report["status"], report["done"],
+             report["skipped"], report["failed"], report.get("report"))
+    if report["status"] in ("ok", "empty"):
+        return Completed(message=f"{report['done']} done, {report['skipped']} skipped", data=report)
+    first = next(e for e in report["pairs"] if e["status"] == "failed")
+    message = (f"{report['status']}: {report['failed']} of {len(report['pairs'])} pair(s) failed; first: "
+               f"{first['pair']}: {first.get('reason')}; report: {report.get('report')}")
+    # A Failed state (named Partial when some pairs were done) so alerts and the UI see it; its
+    # exception carries the report for callers (the CLI maps it to exit 3 / 4).
+    return Failed(name="Partial" if report["status"] == "partial" else "Failed", message=message,
+                  data=ArchiveIncomplete(message, report))
 
-    params = dict(config=config, model=model, fps=fps, cache=cache, dask=dask, refresh=refresh)
-    runner = _run_on_pool if pair_deployment else _run_here
-    entries += runner(todo, params, pair_deployment)
 
-    counts = {s: sum(e["status"] == s for e in entries) for s in ("done", "skipped", "failed")}
-    report = {"status": report_status(**counts), **counts, "source": source, "output": out.uri(),
-              "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "seconds": round(time.perf_counter() - start, 3),
-              "pairs": sorted(entries, key=lambda e: e["pair"])}
-    stamp = report["finished_at"].replace(":", "").replace("-", "")
-    report["report"] = out.write_bytes(f"_runs/{stamp}-report.json", json.dumps(report, indent=2).encode() + b"\n")
-    _publish(report)
-    log.info("archive %s: %d done, %d skipped, %d failed -> %s", report["status"], counts["done"],
-             counts["skipped"], counts["failed"], report["report"])
-    return report
+def _plan(pairs: list[PairSpec], out, entries: dict, clip: dict, force: bool) -> list[tuple[PairSpec, str]]:
+    """Pairs to render; malformed ones and up-to-date ones go straight into `entries`."""
+    todo = []
+    for pair in pairs:
+        if pair.problem:  # checked first: a bad id must not reach out.uri()
+            entries[pair.id] = {"pair": pair.id, "status": "failed", "reason": pair.problem}
+            continue
+        try:
+            uri = out.uri(f"{pair.id}.{clip['fmt']}")
+            wanted = fingerprint(pair.image0, pair.image1, clip["model"], clip["config"], clip["fps"], clip["fmt"])
+            previous = None if force else _summary(uri)
+        except (StorageError, ValueError) as err:
+            entries[pair.id] = {"pair": pair.id, "status": "failed", "reason": _reason(err, "")}
+            continue
+        if previous is not None and previous.get("fingerprint") == wanted and out.exists(f"{pair.id}.{clip['fmt']}"):
+            entries[pair.id] = {"pair": pair.id, "status": "skipped", "reason": "up to date", "output": uri}
+        else:
+            todo.append((pair, uri))
+    return todo
 
 
-def _run_here(todo: list[tuple[PairSpec, str]], params: dict, _deployment) -> list[dict]:
-    """One pair flow after the other in this process: they share the loaded model (one per GPU)."""
-    entries = []
+def _summary(clip_uri: str) -> Optional[dict]:
+    try:
+        return json.loads(read_uri(summary_uri(clip_uri)))
+    except (StorageError, ValueError):
+        return None
+
+
+def _lease(todo, out, run_id: str, ttl: float, entries: dict) -> list[tuple[PairSpec, str]]:
+    mine = []
+    for pair, clip in todo:
+        other = leases.acquire(out, pair.id, run_id, ttl + 600)
+        if other is None:
+            mine.append((pair, clip))
+        else:
+            entries[pair.id] = {"pair": pair.id, "status": "skipped", "output": clip,
+                                "reason": f"being rendered by another run ({other.get('holder')})"}
+    return mine
+
+
+def _done(pair: PairSpec, summary: dict) -> dict:
+    return {"pair": pair.id, "status": "done", "output": summary["output"], "seconds": summary["seconds"],
+            "flow_run_id": summary.get("flow_run_id"), "pool": summary.get("pool", {}),
+            "stages": {k: v.get("status") for k, v in summary["stages"].items() if "status" in v}}
+
+
+def _from_state(pair: PairSpec, state) -> dict:
+    if state.is_completed():
+        return _done(pair, state.result())
+    exc = state.result(raise_on_failure=False)
+    return {"pair": pair.id, "status": "failed", "reason": _reason(exc, state.message or state.name)}
+
+
+def _run_here(todo, params: dict, entries: dict) -> None:
+    """One pair flow after the other in this process: they share the one loaded model."""
     for i, (pair, clip) in enumerate(todo, 1):
         get_run_logger().info("pair %d/%d: %s", i, len(todo), pair.id)
         state = interpolate_pair(pair.image0, pair.image1, clip, pair_id=pair.id, return_state=True, **params)
-        if state.is_completed():
-            summary = state.result()
-            entries.append({"pair": pair.id, "status": "done", "output": summary["output"],
-                            "seconds": summary["seconds"], "stages": {k: v.get("status") for k, v in
-                                                                      summary["stages"].items() if "status" in v}})
-        else:
-            exc = state.result(raise_on_failure=False)
-            entries.append({"pair": pair.id, "status": "failed", "reason": _reason(exc, state.message or state.name)})
-    return entries
+        entries[pair.id] = _from_state(pair, state)
 
 
-def _run_on_pool(todo: list[tuple[PairSpec, str]], params: dict, deployment: str) -> list[dict]:
-    """Start every pair as a flow run of `deployment` (workers pick them up in parallel), then wait."""
+@task(name="run-pair", cache_policy=NO_CACHE)
+def run_pair_on_pool(pair: PairSpec, clip: str, params: dict, address: str, timeout: float) -> dict:
+    """One pair flow whose model tasks go to the Dask GPU pool (this thread only waits on them)."""
+    flow = interpolate_pair.with_options(task_runner=pool_runner(address), timeout_seconds=timeout,
+                                         flow_run_name=f"pair-{pair.id}")
+    state = flow(pair.image0, pair.image1, clip, pair_id=pair.id, dask=address, return_state=True, **params)
+    return _from_state(pair, state)
+
+
+def _run_on_pool(todo, params: dict, address: str, timeout: float, parallel: int, entries: dict) -> None:
+    """Pairs concurrently (a bounded window of pair flows); Dask places their model tasks on free GPUs."""
+    parallel = parallel or 2 * _pool_size(address)
+    get_run_logger().info("GPU pool at %s: %d pair(s), %d at a time", address, len(todo), parallel)
+    futures = []
+    for i, (pair, clip) in enumerate(todo):
+        if i >= parallel:
+            _collect(*futures[i - parallel], entries)
+        futures.append((pair, run_pair_on_pool.submit(pair, clip, params, address, timeout),
+                        time.monotonic() + timeout))
+    for pair, future, deadline in futures:
+        _collect(pair, future, deadline, entries)
+
+
+def _collect(pair: PairSpec, future, deadline: float, entries: dict) -> None:
+    """Wait (until the pair's deadline) for one pair's run-pair task and record its entry."""
+    if pair.id in entries:
+        return
+    future.wait(timeout=max(0.0, deadline - time.monotonic()))
+    if not future.state.is_final():
+        entries[pair.id] = {"pair": pair.id, "status": "failed", "reason": "timed out (pair_timeout)"}
+    elif future.state.is_completed():
+        entries[pair.id] = future.result()
+    else:
+        entries[pair.id] = {"pair": pair.id, "status": "failed", "reason": _reason(
+            future.result(raise_on_failure=False), future.state.message or future.state.name)}
+
+
+def _pool_size(address: str) -> int:
+    from distributed import Client
+
+    with Client(address, timeout=30) as client:
+        return max(1, len(client.scheduler_info().get("workers", {})))
+
+
+def _run_on_deployment(todo, params: dict, deployment: str, timeout: float, entries: dict) -> None:
+    """Every pair as a flow run of `deployment` (its work pool's workers pick them up), then wait, bounded."""
     from prefect.deployments import run_deployment
 
     params = {**params, "config": params["config"].model_dump(), "model": params["model"].model_dump()}
     started = [(pair, clip, run_deployment(deployment, timeout=0, as_subflow=True, parameters=dict(
         image0=pair.image0, image1=pair.image1, output=clip, pair_id=pair.id, **params))) for pair, clip in todo]
-    entries = []
+    deadline = time.monotonic() + timeout
     for pair, clip, run in started:
-        run = _wait(run.id)
+        run = _wait(run.id, deadline)
         ok = run.state is not None and run.state.is_completed()
-        entries.append({"pair": pair.id, "status": "done" if ok else "failed", "output": clip,
-                        "flow_run_id": str(run.id), **({} if ok else {"reason": run.state.message if run.state
-                                                       else "no final state"})})
-    return entries
+        entries[pair.id] = {"pair": pair.id, "status": "done" if ok else "failed", "output": clip,
+                            "flow_run_id": str(run.id)}
+        if not ok:
+            entries[pair.id]["reason"] = run.state.message if run.state else "no final state"
 
 
-def _wait(flow_run_id, poll_seconds: float = 10.0):
-    """Poll the API until the flow run is final (the pairs run elsewhere; this only watches)."""
+def _wait(flow_run_id, deadline: float, poll_seconds: float = 5.0):
+    """Poll until the flow run is final; past the deadline, cancel it and return it as it is."""
     from prefect.client.orchestration import get_client
+    from prefect.states import Cancelling
 
     with get_client(sync_client=True) as client:
         while True:
             run = client.read_flow_run(flow_run_id)
             if run.state is not None and run.state.is_final():
                 return run
+            if time.monotonic() > deadline:
+                client.set_flow_run_state(flow_run_id, Cancelling(message="pair timed out"), force=True)
+                run.state = Failed(message=f"timed out in state {run.state.name if run.state else 'unknown'} "
+                                           "(no worker picked it up, or it ran too long); cancelled")
+                return run
             time.sleep(poll_seconds)
 
 
+def _report(entries: dict, source: str, out, start: float, outcome: str) -> dict:
+    """Write <output>/_runs/<time>-report.json and the markdown artifact; never raises (it runs in `finally`)."""
+    rows = sorted(entries.values(), key=lambda e: e["pair"])
+    counts = {s: sum(e["status"] == s for e in rows) for s in ("done", "skipped", "failed")}
+    status = report_status(**counts) if outcome == "finished" else "cancelled"
+    loads: dict[str, int] = {}
+    for e in rows:
+        for worker, n in e.get("pool", {}).get("model_loads", {}).items():
+            loads[worker] = max(loads.get(worker, 0), n)
+    report = {"status": status, **counts, "source": source, "output": out.uri(), "outcome": outcome,
+              "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "seconds": round(time.perf_counter() - start, 3),
+              "pool": {"workers": sorted(loads), "model_loads": loads}, "pairs": rows}
+    stamp = report["finished_at"].replace(":", "").replace("-", "")
+    name = f"_runs/{stamp}-{uuid.uuid4().hex[:6]}-report.json"
+    report["report"] = _quietly(out.write_bytes, name, json.dumps(report, indent=2).encode() + b"\n")
+    _quietly(_publish, report)
+    return report
+
+
+def _quietly(fn, *args):
+    try:
+        return fn(*args)
+    except Exception as err:  # noqa: BLE001 - reporting must not hide the run's own outcome
+        get_run_logger().error("%s failed: %s", getattr(fn, "__name__", fn), err)
+        return None
+
+
 def _publish(report: dict) -> None:
-    """The report as a Prefect artifact, so the UI shows it next to the flow run."""
+    """The report as a Prefect artifact, so the UI shows it next to the flow run (reasons included)."""
     rows = "\n".join(f"| {e['pair']} | {e['status']} | {e.get('reason', e.get('output', ''))} |"
                      for e in report["pairs"])
     create_markdown_artifact(

@@ -87,9 +87,12 @@ def run_pair(
         clip_format(output)
     except ValueError as err:
         fail(str(err), EXIT_BAD_INPUT)
-    state = interpolate_pair(image0, image1, output, config=config, fps=fps, cache=cache, dask=dask,
-                             refresh=refresh, model=ModelSpec(model=model, vae=vae, device=device, dtype=dtype),
-                             return_state=True)
+    from flows.local_api import temporary_api
+
+    with temporary_api():
+        state = interpolate_pair(image0, image1, output, config=config, fps=fps, cache=cache, dask=dask,
+                                 refresh=refresh, model=ModelSpec(model=model, vae=vae, device=device, dtype=dtype),
+                                 return_state=True)
     if not state.is_completed():
         exc = state.result(raise_on_failure=False)
         fail(f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(state.message), EXIT_FAILED)
@@ -103,7 +106,8 @@ def run_archive(
     source: str = typer.Argument(..., help="folder or s3:// prefix laid out as <pair-id>/0.*, <pair-id>/1.*"),
     output: str = typer.Option(..., "-o", "--output", help="folder or s3:// prefix for <pair-id>.<fmt> + .json"),
     manifest: Optional[str] = typer.Option(None, "--manifest", help="JSON/YAML/CSV list of {id, image0, image1}"),
-    force: bool = typer.Option(False, "--force", help="re-render pairs whose clip already exists"),
+    force: bool = typer.Option(False, "--force", help="re-render pairs even when their clip is up to date"),
+    allow_empty: bool = typer.Option(False, "--allow-empty", help="an empty source is not an error (exit 0)"),
     fmt: str = typer.Option("mp4", "--format", help="mp4 | webm | gif"),
     deployment: Optional[str] = typer.Option(None, "--deployment", help="run each pair as a flow run of this "
                                              "deployment (e.g. interpolate-pair/gpu) instead of in this process"),
@@ -129,14 +133,31 @@ def run_archive(
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})", EXIT_BAD_INPUT)
 
-    state = interpolate_archive(source, output, config=config, fps=fps, fmt=fmt, manifest=manifest, force=force,
-                                cache=cache, dask=dask, refresh=refresh, pair_deployment=deployment,
-                                model=ModelSpec(model=model, vae=vae, device=device, dtype=dtype), return_state=True)
-    if not state.is_completed():
-        exc = state.result(raise_on_failure=False)
-        fail(f"archive run failed: {type(exc).__name__}: {exc}" if isinstance(exc, BaseException)
+    from flows.archive import ArchiveIncomplete, EmptySource, OutputNotWritable, check_source, check_writable
+    from flows.local_api import temporary_api
+    from tasks.storage import StorageError, open_storage
+
+    # Before starting Prefect or any pair: an output that refuses a write, an empty source.
+    try:
+        check_writable(open_storage(output), "cli")
+        check_source(source, manifest, allow_empty)
+    except (EmptySource, OutputNotWritable, StorageError, ValueError) as err:
+        fail(str(err), EXIT_BAD_INPUT)
+
+    with temporary_api():
+        state = interpolate_archive(source, output, config=config, fps=fps, fmt=fmt, manifest=manifest,
+                                    force=force, cache=cache, dask=dask, refresh=refresh, allow_empty=allow_empty,
+                                    pair_deployment=deployment, return_state=True,
+                                    model=ModelSpec(model=model, vae=vae, device=device, dtype=dtype))
+    # Partial and failed archives end in a Failed state whose exception carries the report.
+    report = state.result(raise_on_failure=False)
+    if isinstance(report, ArchiveIncomplete):
+        report = report.report
+    if isinstance(report, (EmptySource, OutputNotWritable, ValueError)):
+        fail(str(report), EXIT_BAD_INPUT)
+    if not isinstance(report, dict):
+        fail(f"archive run failed: {type(report).__name__}: {report}" if isinstance(report, BaseException)
              else str(state.message), EXIT_FAILED)
-    report = state.result()
     for entry in report["pairs"]:
         detail = entry.get("reason") if entry["status"] != "done" else entry.get("output")
         typer.echo(f"  {entry['status']:<8} {entry['pair']}: {detail}")

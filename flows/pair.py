@@ -1,25 +1,30 @@
 """interpolate_pair: one pair -> one clip, read top-down as DESIGN §3.
 
-    download -> prepare -> fit LoRA (cached per pair) -> invert + flow (cached per pair)
-      -> denoise δ chunks (fan-out: this flow's threads, or a render-chunks subflow on Dask)
-      -> decode -> encode -> upload + summary
+    download -> prepare (here, on the orchestration side)
+      -> on the GPU pool (one GPU per model task, the worker's resident model):
+         load model -> fit LoRA (cached per pair) -> invert + flow (cached per pair)
+         -> denoise δ chunks (fanned out over the pool) -> decode
+      -> encode -> clip under a temporary key, renamed into place -> summary (last) -> link artifact
 """
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from pathlib import PurePosixPath
 from typing import Literal, Optional
 
 from prefect import flow, get_run_logger, unmapped
-from prefect.context import get_run_context
+from prefect.artifacts import create_link_artifact
+from prefect.context import FlowRunContext, get_run_context
 
 from dreammover.config import InterpolationConfig
 from dreammover.denoise import chunks as split_chunks
+from tasks.artifacts import clip_fingerprint
 from tasks.decode import decode_frames
 from tasks.denoise import denoise_chunk
 from tasks.encode import FORMATS, encode_clip
-from tasks.ingest import download_pair
+from tasks.ingest import download_pair, photo_inputs
 from tasks.invert import invert_pair
 from tasks.lora import fit_pair_lora
 from tasks.models import ModelSpec, load_model
@@ -27,10 +32,11 @@ from tasks.prepare import prepare_images
 from tasks.storage import uri_exists
 from tasks.upload import upload_clip, write_summary
 
-from .runners import chunk_runner, default_cache
+from .runners import default_cache, gpu_pool, on_gpu, pool_runner
 
 # What --refresh recomputes even when cached: nothing, the rendered frames (chunks + decode), or all.
 Refresh = Literal["none", "frames", "all"]
+PAIR_TIMEOUT = 6 * 3600  # seconds; a pair that takes longer is stuck (SD1.5, 32 frames: minutes)
 
 
 def clip_format(output: str) -> str:
@@ -45,6 +51,16 @@ def summary_uri(output: str) -> str:
     return output.rsplit(".", 1)[0] + ".json"
 
 
+def plan_chunks(config: InterpolationConfig) -> list[list[float]]:
+    """The δ values of the clip, split into the chunks that fan out over the pool (one task each)."""
+    return split_chunks(config.deltas, config.frames_per_batch)
+
+
+def fingerprint(image0: str, image1: str, model: ModelSpec, config: InterpolationConfig, fps: float,
+                fmt: str) -> str:
+    return clip_fingerprint(photo_inputs(image0, image1), model.model_dump(), config, fps, fmt)
+
+
 def _status(future, result: dict) -> str:
     """'cached' (Prefect cache hit), 'reused' (artifact found in the cache storage) or 'computed'."""
     if future.state.name == "Cached":
@@ -53,77 +69,104 @@ def _status(future, result: dict) -> str:
 
 
 def run_cached(task, refresh: bool, **params) -> tuple[dict, str]:
-    """Submit a cached task and wait; if Prefect's cache record outlived its artifact, recompute it."""
+    """Submit a cached model task to the pool and wait; if Prefect's record outlived its artifact, recompute."""
     # refresh: skip Prefect's cache record and the artifact already in the cache storage.
     params = {**params, "recompute": refresh}
-    future = (task.with_options(refresh_cache=True) if refresh else task).submit(**params)
+    with on_gpu():
+        future = (task.with_options(refresh_cache=True) if refresh else task).submit(**params)
     result = future.result()
     if result.get("uri") and not uri_exists(result["uri"]):
         get_run_logger().warning("%s: cached artifact %s is gone; recomputing", task.name, result["uri"])
-        future = task.with_options(refresh_cache=True).submit(**params)
+        with on_gpu():
+            future = task.with_options(refresh_cache=True).submit(**params)
         result = future.result()
     return result, _status(future, result)
 
 
 def map_chunks(state: dict, lora: dict, model: ModelSpec, config: InterpolationConfig, cache: str,
                refresh: bool = False) -> list[dict]:
-    """Fan the δ values out as chunks of frames_per_batch on the current flow's task runner."""
-    parts = split_chunks(config.deltas, config.frames_per_batch)
+    """Fan the δ chunks out over the pool (Dask places each on a free GPU worker) and collect them in order."""
+    parts = plan_chunks(config)
     task = denoise_chunk.with_options(refresh_cache=True) if refresh else denoise_chunk
-    futures = task.map(state=unmapped(state), lora=unmapped(lora), deltas=parts, model=unmapped(model),
-                       config=unmapped(config), cache=unmapped(cache), recompute=unmapped(refresh))
+    with on_gpu():
+        futures = task.map(state=unmapped(state), lora=unmapped(lora), deltas=parts, model=unmapped(model),
+                           config=unmapped(config), cache=unmapped(cache), recompute=unmapped(refresh))
     results = []
     for future, part in zip(futures, parts):
         result = future.result()
         if not uri_exists(result["uri"]):  # Prefect's record outlived the artifact (see run_cached)
-            future = denoise_chunk.with_options(refresh_cache=True).submit(
-                state=state, lora=lora, deltas=part, model=model, config=config, cache=cache)
+            with on_gpu():
+                future = denoise_chunk.with_options(refresh_cache=True).submit(
+                    state=state, lora=lora, deltas=part, model=model, config=config, cache=cache)
             result = future.result()
         results.append({**result, "status": _status(future, result)})
     return results
 
 
-@flow(name="render-chunks")
-def render_chunks(state: dict, lora: dict, model: ModelSpec, config: InterpolationConfig, cache: str,
-                  refresh: bool = False) -> list[dict]:
-    """The chunk fan-out as a subflow, so it can have its own task runner (Dask) in another place."""
-    return map_chunks(state, lora, model, config, cache, refresh)
+def _on_pool() -> bool:
+    from prefect_dask import DaskTaskRunner
+
+    ctx = FlowRunContext.get()
+    return ctx is not None and isinstance(ctx.task_runner, DaskTaskRunner)
 
 
-@flow(name="interpolate-pair")
+@flow(name="interpolate-pair", timeout_seconds=PAIR_TIMEOUT)
 def interpolate_pair(image0: str, image1: str, output: str = "out.mp4",
                      config: InterpolationConfig = InterpolationConfig(), model: ModelSpec = ModelSpec(),
                      fps: float = 10.0, cache: Optional[str] = None, dask: Optional[str] = None,
                      refresh: Refresh = "none", pair_id: Optional[str] = None) -> dict:
     """Two photos (local paths or s3:// URIs) -> one clip at `output` plus `<output stem>.json`.
 
-    cache: where LoRA / inversion / chunk / frame artifacts live (local folder or s3:// prefix;
-    default $DREAMMOVER_HOME/pipeline-cache). dask: None (threads), 'local[:N]', 'processes[:N]'
-    or a scheduler address for the δ chunks.
+    Parameters (also those of the `interpolate-pair/*` deployments, e.g. for the studio):
+    image0, image1: photo URIs; output: clip URI ending in .mp4/.webm/.gif; config: any
+    InterpolationConfig fields; model: {model, vae, device, dtype}; fps; cache: artifact cache
+    (folder or s3:// prefix; default $DREAMMOVER_HOME/pipeline-cache); dask: the GPU pool
+    (None: this process; 'local[:N]', 'processes[:N]', 'cuda' or a scheduler address, see
+    flows/runners.py); refresh: none | frames | all; pair_id: name in the summary.
+    Returns the summary dict that is also written next to the clip.
     """
+    if dask and not _on_pool():
+        # Called on its own (a deployment run, run-pair): the pool's client needs its own task runner.
+        with gpu_pool(dask) as address:
+            return render_pair.with_options(task_runner=pool_runner(address))(
+                image0, image1, output, config, model, fps, cache, address, refresh, pair_id)
+    return _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id)
+
+
+@flow(name="render-pair", timeout_seconds=PAIR_TIMEOUT)
+def render_pair(image0: str, image1: str, output: str, config: InterpolationConfig, model: ModelSpec, fps: float,
+                cache: Optional[str], dask: Optional[str], refresh: Refresh, pair_id: Optional[str]) -> dict:
+    """interpolate_pair's body with a Dask client of the GPU pool as its task runner."""
+    return _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id)
+
+
+def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id) -> dict:
     start = time.perf_counter()
     cache, fmt = cache or default_cache(), clip_format(output)
+    clip_id = fingerprint(image0, image1, model, config, fps, fmt)
     with tempfile.TemporaryDirectory(prefix="dreammover-pair-") as workdir:
         local0, local1 = download_pair(image0, image1, workdir)
         prepared = prepare_images(local0, local1, config, cache, sources=(image0, image1))
-    identity = load_model(model)
+    with on_gpu():
+        loaded = load_model.submit(model).result()
 
-    common = dict(prepared=prepared, model=model, identity=identity, config=config, cache=cache)
+    common = dict(prepared=prepared, model=model, identity=loaded["identity"], config=config, cache=cache)
     lora, lora_status = run_cached(fit_pair_lora, refresh == "all", **common)
     state, state_status = run_cached(invert_pair, refresh == "all", lora=lora, **common)
-
-    # Without Dask the chunks map on this flow's thread pool (no subflow to start and stop).
-    render = render_chunks.with_options(task_runner=chunk_runner(dask)) if dask else map_chunks
-    rendered = render(state, lora, model, config, cache, refresh=refresh != "none")
+    rendered = map_chunks(state, lora, model, config, cache, refresh=refresh != "none")
     frames, frames_status = run_cached(decode_frames, refresh != "none", chunks=rendered, prepared=prepared,
                                        model=model, config=config, cache=cache)
     clip = encode_clip(frames, fps, fmt, cache)
     written = upload_clip(clip["uri"], output)
 
+    # Cached results carry the worker of the run that computed them: count only this run's work.
+    ran = [loaded, *[r for r, st in ((lora, lora_status), (state, state_status), (frames, frames_status))
+                     if st == "computed"], *[r for r in rendered if r["status"] == "computed"]]
     summary = {
         "pair": pair_id or PurePosixPath(output).stem, "status": "done", "output": written,
-        "inputs": {"image0": image0, "image1": image1}, "frames": clip["frames"], "fps": fps, "format": fmt,
-        "size": [prepared["width"], prepared["height"]], "model": identity, "config": config.model_dump(),
+        "fingerprint": clip_id, "inputs": photo_inputs(image0, image1), "frames": clip["frames"], "fps": fps,
+        "format": fmt, "size": [prepared["width"], prepared["height"]], "model": loaded["identity"],
+        "model_spec": model.model_dump(), "config": config.model_dump(),
         "stages": {
             "lora": _stage(lora_status, lora),
             "inversion": _stage(state_status, state),
@@ -132,15 +175,33 @@ def interpolate_pair(image0: str, image1: str, output: str = "out.mp4",
                         "workers": sorted({r["worker"] for r in rendered if r["status"] == "computed"})},
             "decode": {"status": frames_status},
         },
+        # Which pool worker ran what, and how many models each had loaded by then (the smoke's L and W).
+        "pool": {"dask": dask, "model_loads": _max_by_worker(ran),
+                 "workers": sorted({r["worker"] for r in ran})},
         "cache": {"root": cache, "lora": lora["uri"], "inversion": state["uri"], "frames": frames["uri"]},
         "flow_run_id": str(get_run_context().flow_run.id),
         "seconds": round(time.perf_counter() - start, 3),
     }
-    write_summary(summary, summary_uri(written))
+    write_summary(summary, summary_uri(written))  # last: a summary means the clip is complete
+    _link(summary)
     get_run_logger().info("%s: %d frames -> %s (LoRA %s, inversion %s, %d/%d chunks rendered)", summary["pair"],
                           clip["frames"], written, lora_status, state_status,
                           summary["stages"]["denoise"]["computed"], len(rendered))
     return summary
+
+
+def _max_by_worker(results: list[dict]) -> dict:
+    loads: dict[str, int] = {}
+    for r in results:
+        loads[r["worker"]] = max(loads.get(r["worker"], 0), int(r.get("model_loads", 0)))
+    return loads
+
+
+def _link(summary: dict) -> None:
+    """A link artifact per pair, so the UI's flow run page points at the clip."""
+    key = re.sub(r"[^a-z0-9-]+", "-", f"clip-{summary['pair']}".lower()).strip("-")[:100]
+    create_link_artifact(link=summary["output"], link_text=f"{summary['pair']}.{summary['format']}", key=key,
+                         description=f"{summary['frames']} frames at {summary['fps']:g} fps")
 
 
 def _stage(status: str, result: dict) -> dict:

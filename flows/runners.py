@@ -1,7 +1,26 @@
-"""Where work runs: the task runner for δ chunks and the default cache location."""
+"""Where model work runs: the embedded thread pool, or the Dask GPU worker pool.
+
+`dask` (a CLI option and a flow parameter) names the pool:
+  None                 embedded: Prefect's thread pool in this process, one in-process model.
+  'local[:N]'          an in-process Dask LocalCluster of N thread workers (tests, debugging).
+  'processes[:N]'      a LocalCluster of N worker processes, each holding its model (CPU machines;
+                       on CUDA use 'cuda' or one `dask worker` per GPU, or they share cuda:0).
+  'cuda'               dask-cuda's LocalCUDACluster: one worker process per visible GPU.
+  'tcp://host:8786'    an existing scheduler whose workers were started one per GPU with
+                       `--resources GPU=1 --nthreads 1 --preload tasks.gpu_worker` (deploy/).
+Every model task is submitted with the resource annotation GPU=1, so the scheduler runs at
+most one model task per worker (per GPU) and places it by its own resource accounting.
+"""
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 from dreammover.models import default_cache_dir
+
+# Resource each model task asks for; each GPU worker offers exactly one.
+GPU = {"GPU": 1}
+WORKER_PRELOAD = "tasks.gpu_worker"
 
 
 def default_cache() -> str:
@@ -9,23 +28,56 @@ def default_cache() -> str:
     return str(default_cache_dir() / "pipeline-cache")
 
 
-def chunk_runner(dask: str | None):
-    """Task runner for the δ chunks of one pair.
+def _local_cluster(kind: str, count: str):
+    from distributed import LocalCluster
 
-    None: Prefect's thread pool in this process (chunks share the in-process model and run one
-    at a time on it). 'local[:N]': an in-process Dask LocalCluster of N thread workers.
-    'processes[:N]': a LocalCluster of N worker processes, each loading the model once.
-    Anything else: the address of an existing Dask scheduler (e.g. tcp://dask-scheduler:8786),
-    whose workers need this package installed and access to the cache storage.
-    """
+    workers = int(count or 2)
+    if kind == "processes":
+        import torch
+
+        if torch.cuda.is_available() and workers > 1:
+            raise ValueError("--dask processes:N would put N models on one GPU: use --dask cuda (dask-cuda) "
+                             "or start one `dask worker --resources GPU=1` per GPU")
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=kind == "processes",
+                        resources=GPU, dashboard_address=None, preload=[WORKER_PRELOAD])
+
+
+@contextlib.contextmanager
+def gpu_pool(dask: str | None) -> Iterator[str | None]:
+    """The scheduler address for `dask`: a cluster started here for 'local'/'processes'/'cuda', else as given."""
     if not dask:
+        yield None
+        return
+    kind, _, count = dask.partition(":")
+    if kind in ("local", "processes"):
+        cluster = _local_cluster(kind, count)
+    elif kind == "cuda":
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError as err:
+            raise ValueError("--dask cuda needs dask-cuda (pip install dask-cuda)") from err
+        cluster = LocalCUDACluster(threads_per_worker=1, resources=GPU, preload=[WORKER_PRELOAD],
+                                   dashboard_address=None)
+    else:
+        yield dask
+        return
+    with cluster:
+        yield cluster.scheduler_address
+
+
+def pool_runner(address: str | None):
+    """The task runner for a pair's tasks: threads here, or a client of the Dask pool at `address`."""
+    if not address:
         from prefect.task_runners import ThreadPoolTaskRunner
         return ThreadPoolTaskRunner()
     from prefect_dask import DaskTaskRunner
 
-    kind, _, count = dask.partition(":")
-    if kind in ("local", "processes"):
-        workers = int(count or 2)
-        return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=dict(
-            n_workers=workers, threads_per_worker=1, processes=kind == "processes", dashboard_address=None))
-    return DaskTaskRunner(address=dask)
+    return DaskTaskRunner(address=address)
+
+
+def on_gpu():
+    """Context for submitting model tasks: ask the Dask scheduler for one GPU (no-op on threads)."""
+    import dask
+
+    return dask.annotate(resources=GPU)
+

@@ -106,3 +106,17 @@ def cached(kind: str, key_of):
         return f"dreammover-{kind}-{key_of(parameters)}"
 
     return dict(cache_key_fn=cache_key_fn, persist_result=True, result_serializer="json")
+
+
+# Knobs that change memory and speed, never the clip (the method guarantees batching-invariance).
+BATCHING_FIELDS = ("frames_per_batch", "decode_batch", "flow_chunk_rows")
+
+
+def clip_fingerprint(inputs: dict, model: dict, config: InterpolationConfig, fps: float, fmt: str) -> str:
+    """Everything that changes a published clip: photos (URI + content version), model, settings, fps, format.
+
+    Recorded in the per-pair summary; an archive re-run skips a pair only when it matches.
+    """
+    settings = {k: v for k, v in config.model_dump().items() if k not in BATCHING_FIELDS}
+    model = {k: v for k, v in model.items() if k != "device"}  # where it ran does not define the clip
+    return digest("clip", dreammover.__version__, inputs, model, settings, float(fps), fmt)

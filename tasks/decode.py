@@ -7,7 +7,8 @@ from prefect import get_run_logger, task
 from dreammover.config import InterpolationConfig
 
 from .artifacts import cached, frames_key, get_images, get_tensors, put_images
-from .models import GPU_TAG, MODELS, ModelSpec
+from .models import MODELS, ModelSpec, placement
+from .retry import is_out_of_memory, retry_options
 from .storage import open_storage
 
 
@@ -15,7 +16,7 @@ def _key(p: dict) -> str:
     return frames_key([c["key"] for c in p["chunks"]], p["config"])
 
 
-@task(name="decode-frames", tags=[GPU_TAG], **cached("frames", _key))
+@task(name="decode-frames", **cached("frames", _key), **retry_options())
 def decode_frames(chunks: list[dict], prepared: dict, model: ModelSpec, config: InterpolationConfig,
                   cache: str, recompute: bool = False) -> dict:
     """uint8 frames [end0, frames..., end1] as one safetensors URI."""
@@ -29,10 +30,24 @@ def decode_frames(chunks: list[dict], prepared: dict, model: ModelSpec, config: 
     # Every chunk carries both endpoints (identical by construction); decode them once.
     latents = torch.cat([parts[0][:2], *[p[2:] for p in parts]])
     with MODELS.use(model) as m:
-        frames = m.dm.decode(latents.to(m.dm.dtype), config.decode_batch)
+        frames = _decode_fitting(m.dm, latents.to(m.dm.dtype), config.decode_batch)
     if config.keep_inputs:
         frames[0], frames[1] = get_images(prepared["uri"])
     clip = [frames[0], *frames[2:], frames[1]]
     put_images(cache, name, clip)
     get_run_logger().info("decoded %d frames", len(clip))
-    return {**out, "computed": True}
+    return {**out, **placement(), "computed": True}
+
+
+def _decode_fitting(dm, latents: torch.Tensor, batch: int):
+    """dm.decode, halving the VAE batch on out-of-memory (the frames do not depend on it)."""
+    while True:
+        try:
+            return dm.decode(latents, batch)
+        except Exception as err:
+            if not is_out_of_memory(err) or batch <= 1:
+                raise
+            if dm.device.type == "cuda":
+                torch.cuda.empty_cache()
+            batch = max(1, batch // 2)
+            get_run_logger().warning("out of memory: decoding %d frames at a time", batch)

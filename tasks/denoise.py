@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 
+import torch
 from prefect import get_run_logger, task
 
 from dreammover.config import InterpolationConfig
@@ -12,7 +11,8 @@ from dreammover.profiling import StageProfile
 from dreammover.state import PairState
 
 from .artifacts import cached, chunk_key, put_tensors
-from .models import GPU_TAG, MODELS, ModelSpec
+from .models import MODELS, ModelSpec, placement
+from .retry import is_out_of_memory, retry_options
 from .storage import open_storage, read_uri
 
 
@@ -20,7 +20,7 @@ def _key(p: dict) -> str:
     return chunk_key(p["state"]["key"], p["deltas"], p["config"])
 
 
-@task(name="denoise-chunk", tags=[GPU_TAG], **cached("chunk", _key))
+@task(name="denoise-chunk", **cached("chunk", _key), **retry_options())
 def denoise_chunk(state: dict, lora: dict, deltas: list[float], model: ModelSpec, config: InterpolationConfig,
                   cache: str, recompute: bool = False) -> dict:
     """Latents [2+k,C,h,w] (both endpoints, then the k frames at `deltas`) as a safetensors URI.
@@ -30,7 +30,7 @@ def denoise_chunk(state: dict, lora: dict, deltas: list[float], model: ModelSpec
     key = chunk_key(state["key"], deltas, config)
     name, store = f"chunks/{key}.safetensors", open_storage(cache)
     out = {"key": key, "uri": store.uri(name), "deltas": list(deltas), "computed": False, "unet_evals": 0,
-           "seconds": 0.0, "worker": worker_name()}
+           "seconds": 0.0, **placement()}
     if store.exists(name) and not recompute:
         return out
     with MODELS.use(model) as m:
@@ -38,18 +38,35 @@ def denoise_chunk(state: dict, lora: dict, deltas: list[float], model: ModelSpec
         pair = PairState.from_bytes(read_uri(state["uri"]))
         profile = StageProfile(m.dm.device)
         with profile.stage("denoise"):
-            latents = m.dm.denoise(pair, deltas, config, profile)
+            latents, batch = denoise_fitting(m.dm, pair, deltas, config, profile)
         put_tensors(cache, name, {"latents": latents.float()}, {"deltas": json.dumps(list(deltas))})
     seconds = profile.seconds["denoise"]
-    get_run_logger().info("denoised %d frame(s) at δ=%s in %.1fs on %s", len(deltas),
-                          ",".join(f"{d:.3f}" for d in deltas), seconds, out["worker"])
-    return {**out, "computed": True, "unet_evals": sum(profile.unet_evals.values()), "seconds": seconds}
+    get_run_logger().info("denoised %d frame(s) at δ=%s in %.1fs on %s (%d per batch)", len(deltas),
+                          ",".join(f"{d:.3f}" for d in deltas), seconds, out["worker"], batch)
+    return {**out, **placement(), "computed": True, "unet_evals": sum(profile.unet_evals.values()),
+            "seconds": seconds, "frames_per_batch": batch}
 
 
-def worker_name() -> str:
-    """The Dask worker address when running on one, else host:pid (recorded so fan-out is visible)."""
-    try:
-        from distributed import get_worker
-        return get_worker().address
-    except (ImportError, ValueError):
-        return f"{socket.gethostname()}:{os.getpid()}"
+def denoise_fitting(dm, pair: PairState, deltas: list[float], config: InterpolationConfig,
+                    profile: StageProfile) -> tuple[torch.Tensor, int]:
+    """dm.denoise, halving frames_per_batch on out-of-memory down to 1 (frames do not depend on batching).
+
+    A chunk that does not fit even one frame at a time re-raises: the task's retry policy then
+    tries again later, when the GPU may hold less.
+    """
+    batch = config.frames_per_batch if isinstance(config.frames_per_batch, int) else len(deltas)
+    while True:
+        try:
+            step = config.model_copy(update={"frames_per_batch": batch})
+            return dm.denoise(pair, deltas, step, profile), batch
+        except Exception as err:  # torch raises OutOfMemoryError or a RuntimeError, by version
+            if not is_out_of_memory(err) or batch <= 1:
+                raise
+            _release_cached_memory(dm.device)
+            batch = max(1, batch // 2)
+            get_run_logger().warning("out of memory: retrying the chunk with frames_per_batch=%d", batch)
+
+
+def _release_cached_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

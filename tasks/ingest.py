@@ -18,10 +18,14 @@ from typing import Optional
 from prefect import get_run_logger, task
 from pydantic import BaseModel
 
+from .retry import retry_options
 from .storage import is_remote, open_storage, read_uri, split_uri
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._\-]+(/[A-Za-z0-9._\-]+)*$")
+# What the CLI accepts (dreammover.images loads GIFs as their first frame, and says so).
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+# A segment: letters and digits of any script, space, . _ - ( ) , + ' (no control characters, no
+# backslash or colon): what photo folders are really called, and still a plain relative name.
+_SEGMENT = re.compile(r"^[\w .\-(),+'&]+$")
 
 
 class PairSpec(BaseModel):
@@ -34,8 +38,10 @@ class PairSpec(BaseModel):
 
 
 def _check_id(pair_id: str) -> Optional[str]:
-    if not _SAFE_ID.match(pair_id) or ".." in pair_id.split("/"):
-        return f"pair id {pair_id!r} is not a safe relative name (letters, digits, . _ - and /)"
+    parts = pair_id.split("/")
+    if not all(_SEGMENT.match(p) and p.strip(" .") and p == p.strip() for p in parts):
+        return (f"pair id {pair_id!r} is not a safe relative name (letters, digits, spaces, . _ - ( ) , + ' & "
+                f"and / between non-empty parts; no '..', no leading or trailing spaces)")
     return None
 
 
@@ -99,7 +105,7 @@ def _from_manifest(store, manifest: str) -> list[PairSpec]:
     return pairs
 
 
-@task(name="list-pairs", retries=2, retry_delay_seconds=5)
+@task(name="list-pairs", **retry_options())
 def list_pairs(source: str, manifest: Optional[str] = None) -> list[PairSpec]:
     """Walk an S3 prefix or local folder (or read a manifest) for pairs."""
     pairs = discover_pairs(source, manifest)
@@ -107,7 +113,7 @@ def list_pairs(source: str, manifest: Optional[str] = None) -> list[PairSpec]:
     return pairs
 
 
-@task(name="download-pair", retries=2, retry_delay_seconds=5)
+@task(name="download-pair", **retry_options())
 def download_pair(image0: str, image1: str, workdir: str) -> tuple[str, str]:
     """Local paths of both photos: remote ones are downloaded into `workdir`, local ones used in place."""
     out = []
@@ -118,3 +124,15 @@ def download_pair(image0: str, image1: str, workdir: str) -> tuple[str, str]:
         store, name = split_uri(uri)
         out.append(str(store.download(name, Path(workdir) / f"{side}{PurePosixPath(name).suffix}")))
     return out[0], out[1]
+
+
+def photo_inputs(image0: str, image1: str) -> dict:
+    """The photos as a clip's fingerprint sees them: URIs plus a cheap content version (size+mtime / ETag)."""
+    versions = []
+    for uri in (image0, image1):
+        try:
+            store, name = split_uri(uri)
+            versions.append(store.version(name))
+        except Exception:  # noqa: BLE001 - unreadable here means "unknown": the pair flow reports it
+            versions.append("")
+    return {"image0": image0, "image1": image1, "versions": versions}

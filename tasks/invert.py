@@ -8,7 +8,8 @@ from dreammover.profiling import StageProfile
 
 from .artifacts import cached, get_images, inversion_key
 from .lora import _check_identity
-from .models import GPU_TAG, MODELS, ModelSpec
+from .models import MODELS, ModelSpec, placement
+from .retry import retry_options
 from .storage import open_storage
 
 
@@ -16,7 +17,7 @@ def _key(p: dict) -> str:
     return inversion_key(p["prepared"]["hash"], p["identity"], p["config"], p["cache"])
 
 
-@task(name="invert-and-estimate-flow", tags=[GPU_TAG], **cached("inversion", _key))
+@task(name="invert-and-estimate-flow", **cached("inversion", _key), **retry_options())
 def invert_pair(prepared: dict, lora: dict, model: ModelSpec, identity: str, config: InterpolationConfig,
                 cache: str, recompute: bool = False) -> dict:
     """PairState (z_T, z_T->0, both flows, prompt embedding) as a safetensors URI."""
@@ -33,4 +34,5 @@ def invert_pair(prepared: dict, lora: dict, model: ModelSpec, identity: str, con
         state = m.dm.pair_state(get_images(prepared["uri"]), config, profile)
         store.write_bytes(name, state.to_bytes({"pair": prepared["hash"], "lora": str(lora["uri"])}))
     get_run_logger().info("inverted pair and estimated flow in %.1fs", sum(profile.seconds.values()))
-    return {**out, "computed": True, "unet_evals": sum(profile.unet_evals.values()), "seconds": dict(profile.seconds)}
+    return {**out, **placement(), "computed": True, "unet_evals": sum(profile.unet_evals.values()),
+            "seconds": dict(profile.seconds)}

@@ -8,7 +8,8 @@ from prefect import get_run_logger, task
 from dreammover.config import InterpolationConfig
 
 from .artifacts import cached, get_images, lora_key, put_tensors
-from .models import GPU_TAG, MODELS, ModelSpec
+from .models import MODELS, ModelSpec, placement
+from .retry import retry_options
 from .storage import open_storage
 
 
@@ -16,7 +17,7 @@ def _key(p: dict) -> str:
     return lora_key(p["prepared"]["hash"], p["identity"], p["config"], p["cache"])
 
 
-@task(name="fit-lora", tags=[GPU_TAG], **cached("lora", _key))
+@task(name="fit-lora", **cached("lora", _key), **retry_options())
 def fit_pair_lora(prepared: dict, model: ModelSpec, identity: str, config: InterpolationConfig, cache: str,
                   recompute: bool = False) -> dict:
     """LoRA weights URI (None when LoRA is off); reuses an artifact already in the cache storage."""
@@ -43,8 +44,8 @@ def fit_pair_lora(prepared: dict, model: ModelSpec, identity: str, config: Inter
         seconds = time.perf_counter() - start
     get_run_logger().info("fitted LoRA rank %d in %.1fs (loss %.4f -> %.4f)", config.lora_rank, seconds,
                           losses[0], losses[-1])
-    return {**out, "uri": uri, "computed": True, "unet_evals": int(z0.shape[0] * config.lora_steps),
-            "seconds": seconds, "final_loss": losses[-1]}
+    return {**out, **placement(), "uri": uri, "computed": True,
+            "unet_evals": int(z0.shape[0] * config.lora_steps), "seconds": seconds, "final_loss": losses[-1]}
 
 
 def _check_identity(loaded: str, expected: str) -> None:

@@ -1,14 +1,17 @@
 """The documented in-process model cache: a worker process loads a model once and holds at most one.
 
 Loading SD1.5 takes seconds and gigabytes, so every model task in a process (each δ chunk of
-every pair) reuses the same `DreamMover`. The UNet carries mutable state (the active LoRA
-adapter), so tasks use it under one lock: within a process one model task runs at a time,
-which is also what one GPU can do. Asking for a different model drops the old one first, so a
-GPU never holds two.
+every pair) reuses the same `DreamMover`. On the GPU pool that process is a long-lived Dask
+worker (one per GPU, `resources={"GPU": 1}`, see tasks/gpu_worker.py), so the model stays
+resident across pairs. The UNet carries mutable state (the active LoRA adapter), so tasks use
+it under one lock: within a process one model task runs at a time, which is also what one GPU
+can do. Asking for a different model drops the old one first, so a GPU never holds two.
 """
 from __future__ import annotations
 
 import gc
+import os
+import socket
 import threading
 from contextlib import contextmanager
 from typing import Iterator, Optional
@@ -19,9 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from dreammover.models import DEFAULT_MODEL
 
-# Concurrency tag on every task that runs the model; a Prefect tag concurrency limit on it
-# (deploy/README in docs/pipeline.md) bounds model tasks per GPU across the work pool.
-GPU_TAG = "dreammover-gpu"
+from .retry import retry_options
 
 
 class ModelSpec(BaseModel):
@@ -73,6 +74,7 @@ class ModelCache:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._current: LoadedModel | None = None
+        self.loads = 0  # models loaded by this process: recorded in every model task's result
 
     @contextmanager
     def use(self, spec: ModelSpec) -> Iterator[LoadedModel]:
@@ -80,6 +82,7 @@ class ModelCache:
             if self._current is None or self._current.spec != spec:
                 self._drop()
                 self._current = LoadedModel(spec)
+                self.loads += 1
             yield self._current
 
     def _drop(self) -> None:
@@ -111,8 +114,22 @@ def _process_cache() -> ModelCache:
 
 
 
-@task(name="load-model", tags=[GPU_TAG], cache_policy=NO_CACHE)
-def load_model(model: ModelSpec) -> str:
-    """Load (once per process) and return the model identity that goes into every cache key."""
+def worker_name() -> str:
+    """The Dask worker address when running on one, else host:pid (recorded so fan-out is visible)."""
+    try:
+        from distributed import get_worker
+        return get_worker().address
+    except (ImportError, ValueError):
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def placement() -> dict:
+    """Where a model task ran and how many models that process has loaded (the pool's load count)."""
+    return {"worker": worker_name(), "model_loads": MODELS.loads}
+
+
+@task(name="load-model", cache_policy=NO_CACHE, **retry_options())
+def load_model(model: ModelSpec) -> dict:
+    """Load (once per worker process) and return the model identity that goes into every cache key."""
     with MODELS.use(model) as m:
-        return m.identity
+        return {"identity": m.identity, **placement()}

@@ -8,6 +8,8 @@ AWS configuration chain (env vars, ~/.aws, instance roles); `AWS_ENDPOINT_URL` (
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 from abc import ABC, abstractmethod
@@ -16,7 +18,37 @@ from urllib.parse import urlparse
 
 
 class StorageError(RuntimeError):
-    """A storage operation failed; the message names the URI."""
+    """A storage operation failed for good (no bucket, no permission, no such object); the message names the URI."""
+
+
+class TransientStorageError(StorageError):
+    """A storage operation failed in a way that may pass (throttling, 5xx, connection lost): worth a retry."""
+
+
+# S3 error codes that mean "try again later"; everything else (AccessDenied, NoSuchBucket, ...) is permanent.
+_TRANSIENT_S3 = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+                 "InternalError", "ServiceUnavailable", "503", "500", "502", "504"}
+# Local errors that are not the caller's fault and may pass; permission / missing / read-only are permanent.
+_TRANSIENT_OS = {errno.EAGAIN, errno.EINTR, errno.EIO, errno.EBUSY, errno.ETIMEDOUT}
+
+
+def _local_error(what: str, uri: str, err: OSError) -> StorageError:
+    kind = TransientStorageError if err.errno in _TRANSIENT_OS else StorageError
+    return kind(f"cannot {what} {uri}: {err.strerror or err}")
+
+
+def _s3_error(what: str, uri: str, err: Exception) -> StorageError:
+    """Sort a botocore error into transient or permanent, naming the URI and the code, never credentials."""
+    from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
+
+    if isinstance(err, ClientError):
+        code = str(err.response.get("Error", {}).get("Code"))
+        status = str(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        kind = TransientStorageError if code in _TRANSIENT_S3 or status.startswith("5") else StorageError
+        return kind(f"cannot {what} {uri}: {code}")
+    if isinstance(err, (BotoConnectionError, HTTPClientError, ConnectionError, TimeoutError)):
+        return TransientStorageError(f"cannot {what} {uri}: {type(err).__name__}")
+    return StorageError(f"cannot {what} {uri}: {type(err).__name__}: {err}")
 
 
 class Storage(ABC):
@@ -38,6 +70,24 @@ class Storage(ABC):
     @abstractmethod
     def list(self, prefix: str = "") -> list[str]:
         """All object keys under `prefix` (recursive), sorted, relative to this root."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove an object; no error if it is already gone."""
+
+    @abstractmethod
+    def create(self, key: str, data: bytes) -> bool:
+        """Write only if no object exists at `key` (atomic test-and-set); False if one did."""
+
+    @abstractmethod
+    def version(self, key: str) -> str:
+        """A cheap fingerprint of the object's content (size + mtime, or the S3 ETag), '' if missing."""
+
+    def move(self, src: str, dst: str) -> str:
+        """Publish `src` under `dst` in one step (readers of `dst` see the old or the whole new object)."""
+        uri = self.write_bytes(dst, self.read_bytes(src))
+        self.delete(src)
+        return uri
 
     def download(self, key: str, path: str | Path) -> Path:
         path = Path(path)
@@ -76,14 +126,53 @@ class LocalStorage(Storage):
 
     def write_bytes(self, key: str, data: bytes) -> str:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")  # rename is atomic on one filesystem
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise _local_error("write", str(path), err) from err
         return str(path)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError as err:
+            raise _local_error("delete", self.uri(key), err) from err
+
+    def create(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as err:
+            raise _local_error("write", str(path), err) from err
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return True
+
+    def version(self, key: str) -> str:
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError:
+            return ""
+        return f"{st.st_size}-{st.st_mtime_ns}"
+
+    def move(self, src: str, dst: str) -> str:
+        try:
+            self._path(dst).parent.mkdir(parents=True, exist_ok=True)
+            self._path(src).replace(self._path(dst))
+        except OSError as err:
+            raise _local_error("write", self.uri(dst), err) from err
+        return self.uri(dst)
 
     def list(self, prefix: str = "") -> list[str]:
         base = self._path(prefix)
@@ -119,35 +208,77 @@ class S3Storage(Storage):
         return f"s3://{self.bucket}/{self._key(key)}"
 
     def read_bytes(self, key: str) -> bytes:
-        from botocore.exceptions import ClientError
-
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except ClientError as err:
-            raise StorageError(f"cannot read {self.uri(key)}: {err.response['Error'].get('Code')}") from err
+        except Exception as err:
+            raise _s3_error("read", self.uri(key), err) from err
 
     def write_bytes(self, key: str, data: bytes) -> str:
         # A single PUT is atomic in S3: readers see the old object or the whole new one.
-        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except Exception as err:
+            raise _s3_error("write", self.uri(key), err) from err
         return self.uri(key)
 
-    def exists(self, key: str) -> bool:
+    def _head(self, key: str) -> dict | None:
         from botocore.exceptions import ClientError
 
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-            return True
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as err:
             if err.response["Error"].get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise _s3_error("read", self.uri(key), err) from err
+        except Exception as err:
+            raise _s3_error("read", self.uri(key), err) from err
+
+    def exists(self, key: str) -> bool:
+        return self._head(key) is not None
+
+    def version(self, key: str) -> str:
+        head = self._head(key)
+        return str(head.get("ETag", "")).strip('"') if head else ""
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as err:
+            raise _s3_error("delete", self.uri(key), err) from err
+
+    def create(self, key: str, data: bytes) -> bool:
+        # Conditional PUT (If-None-Match: *): S3, MinIO and R2 refuse it with 412 if the key exists.
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+        except ClientError as err:
+            if err.response["Error"].get("Code") in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
                 return False
-            raise
+            raise _s3_error("write", self.uri(key), err) from err
+        except Exception as err:
+            raise _s3_error("write", self.uri(key), err) from err
+        return True
+
+    def move(self, src: str, dst: str) -> str:
+        # Server-side copy: the destination appears whole, in one step.
+        try:
+            self.client.copy_object(Bucket=self.bucket, Key=self._key(dst),
+                                    CopySource={"Bucket": self.bucket, "Key": self._key(src)})
+        except Exception as err:
+            raise _s3_error("write", self.uri(dst), err) from err
+        self.delete(src)
+        return self.uri(dst)
 
     def list(self, prefix: str = "") -> list[str]:
         full = self._key(prefix)
         full = full + "/" if full and not full.endswith("/") else full
         keys = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
-            keys += [o["Key"] for o in page.get("Contents", [])]
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+                keys += [o["Key"] for o in page.get("Contents", [])]
+        except Exception as err:
+            raise _s3_error("list", self.uri(prefix), err) from err
         cut = len(self.prefix) + 1 if self.prefix else 0
         return sorted(k[cut:] for k in keys)
 

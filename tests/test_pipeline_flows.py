@@ -294,3 +294,44 @@ def test_archive_all_good_exits_zero_locally(prefect_env, model, tmp_path):
 def _write(path: Path, data: dict) -> str:
     path.write_text(json.dumps(data))
     return str(path)
+
+
+def test_archive_state_is_partial_with_reason_and_reruns_follow_the_settings(prefect_env, model, calls, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.archive import ArchiveIncomplete, interpolate_archive
+
+    src = tmp_path / "src"
+    shutil.copytree(PAIRS / "dog", src / "dog", ignore=shutil.ignore_patterns("*.mp4", "*.gif"))
+    (src / "broken pair").mkdir()
+    shutil.copy(PAIRS / "dog" / "0.png", src / "broken pair" / "0.png")
+    (src / "broken pair" / "1.png").write_bytes(b"not an image")
+    config = InterpolationConfig(**FAST)
+    run = dict(source=str(src), output=str(tmp_path / "out"), model=model, cache=str(tmp_path / "cache"))
+
+    state = interpolate_archive(config=config, return_state=True, **run)
+    # Not plain Completed: alerts and the UI see the failed pair, and the exception carries the report.
+    assert state.is_failed() and state.name == "Partial" and "broken pair" in state.message
+    report = state.result(raise_on_failure=False).report
+    assert isinstance(state.result(raise_on_failure=False), ArchiveIncomplete)
+    assert (report["status"], report["done"], report["failed"]) == ("partial", 1, 1)
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
+            "archive-report"])), limit=1, sort="CREATED_DESC")
+        assert "broken pair" in artifact.data and "not a readable image" in artifact.data
+        links = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["clip-dog"])),
+                                      limit=1, sort="CREATED_DESC")
+        assert links and links[0].data.endswith("/out/dog.mp4)")  # a link to the published clip
+    assert calls["fit_lora"] == 1 and not (tmp_path / "out" / "_leases" / "dog.json").exists()
+
+    # Unchanged: skipped. More frames: re-rendered from the cached LoRA and flow.
+    again = interpolate_archive(config=config, return_state=True, **run).result(raise_on_failure=False).report
+    assert {e["pair"]: e["status"] for e in again["pairs"]} == {"dog": "skipped", "broken pair": "failed"}
+    more = config.model_copy(update=dict(num_frames=6))
+    report = interpolate_archive(config=more, return_state=True, **run).result(raise_on_failure=False).report
+    (dog,) = [e for e in report["pairs"] if e["pair"] == "dog"]
+    assert dog["status"] == "done" and dog["stages"]["lora"] == dog["stages"]["inversion"] == "cached"
+    assert calls["fit_lora"] == 1 and calls["estimate_flows"] == 1
+    summary = json.loads((tmp_path / "out" / "dog.json").read_text())
+    assert summary["frames"] == 8 and summary["config"]["num_frames"] == 6

@@ -152,18 +152,22 @@ def test_clip_format_and_summary_uri():
     assert summary_uri("s3://b/out/2024/dog.mp4") == "s3://b/out/2024/dog.json"
 
 
-def test_chunk_runner_choices():
+def test_pool_runner_and_gpu_annotation():
+    import dask
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner
 
-    from flows.runners import chunk_runner
+    from flows.runners import gpu_pool, on_gpu, pool_runner
 
-    assert isinstance(chunk_runner(None), ThreadPoolTaskRunner)
-    local = chunk_runner("local:3")
-    assert isinstance(local, DaskTaskRunner) and local.cluster_kwargs["n_workers"] == 3
-    assert local.cluster_kwargs["processes"] is False
-    assert chunk_runner("processes").cluster_kwargs["processes"] is True
-    assert chunk_runner("tcp://scheduler:8786").address == "tcp://scheduler:8786"
+    assert isinstance(pool_runner(None), ThreadPoolTaskRunner)
+    remote = pool_runner("tcp://scheduler:8786")
+    assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://scheduler:8786"
+    with gpu_pool(None) as none, gpu_pool("tcp://scheduler:8786") as given:
+        assert none is None and given == "tcp://scheduler:8786"  # an address starts nothing
+    # Model tasks are submitted under this: the scheduler's resource accounting gives each one GPU.
+    with on_gpu():
+        assert dask.get_annotations() == {"resources": {"GPU": 1}}
+    assert dask.get_annotations() == {}
 
 
 def test_cli_registers_pipeline_commands_without_importing_prefect_eagerly():
@@ -210,24 +214,55 @@ def test_deployments_point_at_real_flows_with_valid_parameters():
     root = Path(__file__).resolve().parents[1]
     spec = PrefectYamlModel.model_validate(yaml.safe_load((root / "deploy" / "prefect.yaml").read_text()))
     deployments = {d.name: d for d in spec.deployments}
-    assert {"gpu", "gpu-k8s", "daily"} <= set(deployments)
+    assert {"pool", "gpu-k8s", "daily"} <= set(deployments)
     for d in deployments.values():
-        path, func = d.entrypoint.split(":")
-        flow = getattr(import_module(path.removesuffix(".py").replace("/", ".")), func)
+        # Module paths, not file paths: a script loaded by path gets a made-up module name that the
+        # Dask scheduler cannot import when it unpickles the task graph.
+        module, func = d.entrypoint.split(":")
+        assert not module.endswith(".py")
+        flow = getattr(import_module(module), func)
         assert isinstance(flow, Flow)
         params = flow.validate_parameters(dict(d.parameters, **({"image0": "a", "image1": "b"}
                                                                if flow.name == "interpolate-pair" else {})))
         assert params["model"].model == "stable-diffusion-v1-5/stable-diffusion-v1-5"
     daily = deployments["daily"]
     assert daily.schedules[0].cron == "0 2 * * *"
-    # The archive fans pairs out to the GPU deployment by its full name.
-    assert daily.parameters["pair_deployment"] == "interpolate-pair/gpu"
-    template = json.loads((root / "deploy" / "work-pools" / "gpu-kubernetes.json").read_text())
-    container = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpus }}"
-    assert template["variables"]["properties"]["gpus"]["default"] == 1
+    # Orchestration never on the GPU: the archive and the pool's pair flow run on the CPU pool,
+    # their model work goes to the Dask pool named by `dask`.
+    assert daily.work_pool.name == deployments["pool"].work_pool.name == "dreammover-cpu"
+    assert daily.parameters["dask"] == deployments["pool"].parameters["dask"]
+    assert "prefect.variables.dreammover_workdir" in json.dumps(spec.model_dump(mode="json")["pull"])
     compose = yaml.safe_load((root / "deploy" / "compose.yaml").read_text())
-    assert {"postgres", "prefect-server", "minio", "worker"} <= set(compose["services"])
+    services = compose["services"]
+    assert {"postgres", "prefect-server", "minio", "dask-scheduler", "prefect-worker", "gpu-worker-0"} <= set(services)
+    gpu = [s for s in services.values() if "deploy" in s]
+    assert [s["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] for s in gpu] == [["0"], ["1"]]
+    text = (root / "deploy" / "compose.yaml").read_text()
+    assert "minioadmin" not in text and ":latest" not in text
+    assert all(s.get("restart") for name, s in services.items() if name != "setup")
+
+
+def test_kubernetes_template_passes_the_real_worker_validation():
+    from pathlib import Path
+
+    kubernetes = pytest.importorskip("prefect_kubernetes.worker")
+    root = Path(__file__).resolve().parents[1]
+    template = json.loads((root / "deploy" / "work-pools" / "gpu-kubernetes.json").read_text())
+    from prefect.utilities.templating import apply_values
+
+    # The worker's own steps, minus the API lookups (blocks/variables, none here): fill the job
+    # configuration with the variables' defaults, then validate it with the worker's model.
+    defaults = {k: v["default"] for k, v in template["variables"]["properties"].items() if "default" in v}
+    config = kubernetes.KubernetesWorkerJobConfiguration.model_validate(
+        apply_values(template["job_configuration"], defaults))
+    job = config.job_manifest
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    resources = container["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == 1 == resources["requests"]["nvidia.com/gpu"]
+    assert job["spec"]["activeDeadlineSeconds"] > 0
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"]  # the model cache survives the Job
+    assert container["envFrom"][0]["secretRef"]["name"]  # credentials from a Secret, not the template
 
 
 def test_cli_rejects_bad_input_before_starting_a_flow(tmp_path):

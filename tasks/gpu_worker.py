@@ -1,0 +1,50 @@
+"""The GPU pool's worker side: a Dask preload that makes each worker a long-lived model host.
+
+Start one worker per GPU (deploy/compose.yaml, deploy/smoke.sh):
+
+    CUDA_VISIBLE_DEVICES=0 dask worker tcp://scheduler:8786 --nthreads 1 --resources GPU=1 \\
+        --preload tasks.gpu_worker
+
+The worker process keeps the model it loaded (tasks/models.py) across every pair and chunk it
+runs. `DREAMMOVER_PRELOAD_MODEL` (a model id/path, e.g. 'tiny') loads it at start instead of on
+the first task. On shutdown the model is dropped; if the worker crashes, the process and its
+GPU memory go with it, the nanny starts a fresh one, and the scheduler gives its task to a
+worker that is alive (Dask's own resource accounting frees the GPU slot).
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+log = logging.getLogger("dreammover.gpu_worker")
+
+
+class ModelHost(WorkerPlugin):
+    """Pins torch's threads to the worker's, optionally preloads the model, releases it on close."""
+
+    name = "dreammover-model-host"
+
+    def __init__(self, preload: str | None = None):
+        self.preload = preload
+
+    def setup(self, worker) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", worker.state.nthreads))))
+        if self.preload:
+            from .models import MODELS, ModelSpec
+
+            with MODELS.use(ModelSpec(model=self.preload)) as m:
+                log.info("worker %s: preloaded %s", worker.address, m.identity)
+
+    def teardown(self, worker) -> None:
+        from .models import MODELS
+
+        MODELS.clear()
+
+
+async def dask_setup(worker) -> None:
+    """Entry point of `dask worker --preload tasks.gpu_worker`."""
+    await worker.plugin_add(ModelHost(os.environ.get("DREAMMOVER_PRELOAD_MODEL") or None))
