@@ -20,8 +20,10 @@ from dreammover.presets import PRESETS, SUFFIX, ClipPreset, render_clip
 
 from .page import PAGE
 from .runner import load_frames
+from .svd_jobs import BACKENDS, SVDKeyframeConfig
 from .store import FINAL
 
+SHARED = ("num_frames", "size", "seed")  # settings both backends have
 MEDIA = {"mp4": "video/mp4", "webm": "video/webm", "gif": "image/gif"}
 
 
@@ -66,7 +68,10 @@ def create_app(store, runner, default_config: InterpolationConfig | None = None,
     """The API over a JobStore and a started Runner."""
     app = FastAPI(title="dreammover studio", version="1",
                   description="Two photos in, a short clip out: queue jobs, follow them, download clips.")
-    base = (default_config or InterpolationConfig()).model_dump()
+    base = {"backend": "dreammover", **(default_config or InterpolationConfig()).model_dump()}
+    # svd jobs start from SVD's defaults with the studio's N, size and seed (what the page shows)
+    svd_base = {"backend": "svd", **SVDKeyframeConfig(**{k: base[k] for k in SHARED}).model_dump()}
+    svd_ready = getattr(runner.backend, "svd", None) is not None
     render_lock = threading.Lock()
 
     @app.exception_handler(RequestValidationError)
@@ -90,7 +95,18 @@ def create_app(store, runner, default_config: InterpolationConfig | None = None,
         j["duration"] = (job["finished"] - job["started"]) if job["finished"] and job["started"] else None
         return j
 
-    def settings_from(start: dict, preset: str, settings: str, frames, size, prompt, seed) -> tuple[dict, dict]:
+    def settings_from(start: dict, preset: str, settings: str, frames, size, prompt, seed,
+                      backend: str | None = None) -> tuple[dict, dict]:
+        backend = backend or start.get("backend", "dreammover")
+        if backend not in BACKENDS:
+            raise HTTPException(400, f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        if backend == "svd" and not svd_ready:
+            raise HTTPException(400, "the svd backend is not available here: start the studio with "
+                                     "--svd-model (e.g. tiny-svd or stabilityai/stable-video-diffusion-img2vid-xt)")
+        if backend != start.get("backend", "dreammover"):  # switching method: keep only what both share
+            start = {**(svd_base if backend == "svd" else base), **{k: start[k] for k in SHARED if k in start}}
+        if backend == "svd" and prompt:
+            raise HTTPException(400, "the svd backend takes no prompt: leave it empty")
         if preset not in PRESETS:
             raise HTTPException(400, f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
         try:
@@ -100,10 +116,17 @@ def create_app(store, runner, default_config: InterpolationConfig | None = None,
         if not isinstance(extra, dict):
             raise HTTPException(400, "settings must be a JSON object")
         clip_over = extra.pop("clip", {}) or {}
+        for key in ("backend", "backward_weights", "backward_weights_base"):  # no server paths from a form
+            if key in extra:
+                raise HTTPException(400, f"settings: {key!r} cannot be set here" +
+                                    (": use the backend field" if key == "backend" else ""))
+        prompt = prompt if backend == "dreammover" else None  # svd: only an empty prompt gets here
         page = {k: v for k, v in dict(num_frames=frames, size=size, prompt=prompt, seed=seed).items()
                 if v is not None}
+        cls = SVDKeyframeConfig if backend == "svd" else InterpolationConfig
         try:
-            config = InterpolationConfig(**{**start, **extra, **page})
+            fields = {k: v for k, v in {**start, **extra, **page}.items() if k != "backend"}
+            config = cls(**fields)
             clip = PRESETS[preset].model_validate({**PRESETS[preset].model_dump(), **clip_over})
         except ValidationError as err:
             raise HTTPException(400, f"bad settings: {_words(err)}") from None
@@ -111,14 +134,15 @@ def create_app(store, runner, default_config: InterpolationConfig | None = None,
             raise HTTPException(400, f"bad settings: {err}") from None
         if config.num_frames > limits.frames:
             raise HTTPException(400, f"{config.num_frames} in-between frames asked; the limit is {limits.frames}")
-        if config.size > limits.size:
+        if (config.size or 0) > limits.size:
             raise HTTPException(400, f"size {config.size} asked; the limit is {limits.size} px")
-        return config.model_dump(), clip.model_dump()
+        return {"backend": backend, **config.model_dump()}, clip.model_dump()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
         return PAGE.replace("__PRESETS__", json.dumps({k: v.model_dump() for k, v in PRESETS.items()})) \
-                   .replace("__LIMITS__", json.dumps(limits.__dict__)).replace("__DEFAULTS__", json.dumps(base))
+                   .replace("__LIMITS__", json.dumps(limits.__dict__)).replace("__DEFAULTS__", json.dumps(base)) \
+                   .replace("__SVD__", json.dumps(svd_ready))
 
     @app.get("/presets")
     def presets() -> dict:
@@ -131,13 +155,15 @@ def create_app(store, runner, default_config: InterpolationConfig | None = None,
                      preset: str = Form("raw"), settings: str = Form("{}", description="JSON: InterpolationConfig "
                                                                      "fields, and 'clip': ClipPreset overrides"),
                      frames: int | None = Form(None), size: int | None = Form(None),
-                     prompt: str | None = Form(None), seed: int | None = Form(None)) -> dict:
+                     prompt: str | None = Form(None), seed: int | None = Form(None),
+                     backend: str = Form("dreammover", description="dreammover, or svd (Generative Inbetweening; "
+                                         "needs the studio started with --svd-model)")) -> dict:
         """Queue a clip: two photos (multipart) and a preset/settings; bad input is refused before queueing."""
         length = int(request.headers.get("content-length") or 0)
         if length > 2 * limits.upload_bytes + 65536:
             raise HTTPException(413, f"upload is {length / 1e6:.1f} MB; the limit is "
                                      f"{limits.upload_bytes / 1e6:.0f} MB per photo")
-        cfg, clip = settings_from(base, preset, settings, frames, size, prompt, seed)
+        cfg, clip = settings_from(base, preset, settings, frames, size, prompt, seed, backend)
         ims = []
         for label, up in (("photo 1", image0), ("photo 2", image1)):
             data = await up.read(limits.upload_bytes + 1)
@@ -151,11 +177,11 @@ def create_app(store, runner, default_config: InterpolationConfig | None = None,
     @app.post("/jobs/{job_id}/again", status_code=201)
     def again(job_id: str, preset: str = Form("raw"), settings: str = Form("{}"),
               frames: int | None = Form(None), size: int | None = Form(None), prompt: str | None = Form(None),
-              seed: int | None = Form(None)) -> dict:
+              seed: int | None = Form(None), backend: str | None = Form(None)) -> dict:
         """Render a job's photos again with another preset/settings; same settings: re-encode only (no UNet)."""
         src = job_or_404(job_id)
         # unspecified settings come from the source job
-        cfg, clip = settings_from(src["settings"], preset, settings, frames, size, prompt, seed)
+        cfg, clip = settings_from(src["settings"], preset, settings, frames, size, prompt, seed, backend)
         new = store.create(cfg, clip, source=job_id)
         for name in ("in0.png", "in1.png", "thumb0.jpg", "thumb1.jpg"):
             shutil.copy(store.folder(job_id) / name, store.folder(new) / name)

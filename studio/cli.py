@@ -7,13 +7,21 @@ from typing import Optional
 import typer
 
 
-def build(dm_or_backend, home: Path, config=None, limits=None):
-    """(app, runner) over a DreamMover (in-process jobs) or a ready backend (e.g. PrefectBackend)."""
+def build(dm_or_backend, home: Path, config=None, limits=None, svd_model: str | None = None):
+    """(app, runner) over a DreamMover (in-process jobs) or a ready backend (e.g. PrefectBackend).
+
+    `svd_model` (in-process only) enables backend=svd jobs; it is loaded on the first one, on the DreamMover's device.
+    """
     from .app import Limits, create_app
     from .runner import LocalBackend, Runner
     from .store import JobStore
+    from .svd_jobs import SVDJobs
 
-    backend = dm_or_backend if hasattr(dm_or_backend, "run") else LocalBackend(dm_or_backend)
+    if hasattr(dm_or_backend, "run"):
+        backend = dm_or_backend
+    else:
+        dm = dm_or_backend
+        backend = LocalBackend(dm, svd=SVDJobs(svd_model, dm.device, dm.dtype) if svd_model else None)
     store = JobStore(home)
     runner = Runner(store, backend).start()
     return create_app(store, runner, config, limits or Limits()), runner
@@ -36,6 +44,8 @@ def register(app: typer.Typer) -> None:
         max_frames: int = typer.Option(64, "--max-frames"),
         max_size: int = typer.Option(1024, "--max-size"),
         max_upload_mb: float = typer.Option(20, "--max-upload-mb"),
+        svd_model: Optional[str] = typer.Option(None, "--svd-model", help="enable backend=svd jobs with this SVD "
+                                                "model ('tiny-svd', an id or a folder), loaded on the first one"),
     ) -> None:
         """The content team's studio: a page and a job API (queue, progress, previews, presets, history)."""
         import uvicorn
@@ -50,6 +60,8 @@ def register(app: typer.Typer) -> None:
             config = load_config_file(config_file)
         except (ValueError, OSError) as err:
             fail(f"bad configuration: {err}")
+        if deployment and svd_model:
+            fail("--svd-model runs jobs in-process: it cannot be combined with --deployment")
         if deployment:
             from .prefect_backend import PrefectBackend
 
@@ -64,7 +76,7 @@ def register(app: typer.Typer) -> None:
                 fail(str(err))
         home = home or default_cache_dir() / "studio"
         limits = Limits(upload_bytes=int(max_upload_mb * 1024 * 1024), frames=max_frames, size=max_size)
-        web, runner = build(engine, home, config, limits)
+        web, runner = build(engine, home, config, limits, svd_model)
         typer.echo(f"studio on http://{host}:{port}/ (jobs in {home})", err=True)
         try:
             uvicorn.run(web, host=host, port=port, log_level="warning")

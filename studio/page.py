@@ -49,6 +49,8 @@ ul{list-style:none;padding:0;margin:0}li.hist{display:grid;grid-template-columns
   <label>Size (long side) <input type="number" id="size" min="64" step="64"></label>
   <label>Seed <input type="number" id="seed"></label>
  </div>
+ <label>Method <select id="backend"><option value="dreammover">DreamMover (semantic, same subject)</option>
+  <option value="svd">SVD keyframes (real motion; Generative Inbetweening)</option></select></label>
  <label>Prompt <input type="text" id="prompt" placeholder="optional"></label>
  <button class="primary" id="go">Make clip</button>
  <div id="msg" role="alert"></div>
@@ -72,14 +74,17 @@ ul{list-style:none;padding:0;margin:0}li.hist{display:grid;grid-template-columns
 <section id="past" style="grid-column:1/-1"><h2>History</h2><ul id="history"></ul></section>
 </main>
 <script>
-const PRESETS = __PRESETS__, LIMITS = __LIMITS__, DEFAULTS = __DEFAULTS__;
+const PRESETS = __PRESETS__, LIMITS = __LIMITS__, DEFAULTS = __DEFAULTS__, SVD = __SVD__;
 const STAGES = ['lora', 'inversion', 'flow', 'denoise', 'decode', 'encoding'];
+const SVD_STAGES = ['encode', 'denoise', 'decode', 'encoding'];
 const $ = id => document.getElementById(id);
 const files = [null, null];
 let source = null, current = null, shown = 0;
 
 for (const name in PRESETS) $('preset').add(new Option(describe(name), name));
 $('frames').value = DEFAULTS.num_frames; $('frames').max = LIMITS.frames;
+if (!SVD) { $('backend').options[1].disabled = true; $('backend').options[1].text += ' (start with --svd-model)'; }
+$('backend').onchange = () => { $('prompt').disabled = $('backend').value === 'svd'; };
 $('size').value = DEFAULTS.size; $('size').max = LIMITS.size; $('seed').value = DEFAULTS.seed;
 
 function describe(name) {
@@ -118,7 +123,8 @@ function settingsForm() {
   const f = new FormData();
   f.append('preset', $('preset').value);
   for (const k of ['frames', 'size', 'seed']) if ($(k).value !== '') f.append(k, $(k).value);
-  f.append('prompt', $('prompt').value);
+  f.append('backend', $('backend').value);
+  if ($('backend').value !== 'svd') f.append('prompt', $('prompt').value);
   return f;
 }
 $('go').onclick = async () => {
@@ -147,8 +153,8 @@ function show(job) {
   $('bar').value = job.progress || 0; $('pct').textContent = `${Math.round(100 * (job.progress || 0))}%`;
   $('stage').textContent = job.state === 'queued' ? `queued (position ${job.position || '?'})` : job.stage;
   $('eta').textContent = job.eta != null && running ? `about ${fmtTime(job.eta)} left` : '';
-  const k = STAGES.indexOf(job.stage);
-  $('stages').innerHTML = STAGES.map((s, i) => `<span class="${i === k ? 'now' : i < k ? 'past' : ''}">${s}</span>`).join('');
+  const stages = job.settings && job.settings.backend === 'svd' ? SVD_STAGES : STAGES, k = stages.indexOf(job.stage);
+  $('stages').innerHTML = stages.map((s, i) => `<span class="${i === k ? 'now' : i < k ? 'past' : ''}">${s}</span>`).join('');
   if (running && job.previews && job.previews !== shown) {  // a new preview was written
     shown = job.previews; const img = $('preview'); img.onload = () => img.classList.remove('hidden');
     img.src = `/jobs/${job.id}/preview?n=${job.previews}`;
@@ -196,7 +202,8 @@ async function refresh() {
     const s = j.settings, p = j.preset;
     const thumbs = j.state === 'done' ? `<img src="/jobs/${j.id}/thumb/clip" alt="">` : `<img src="/jobs/${j.id}/thumb/0" alt="">`;
     return `<li class="hist" data-id="${esc(j.id)}" data-state="${esc(j.state)}">${thumbs}<div>
-      <b>${esc(p.name)}</b> <span class="state-${esc(j.state)}">${esc(j.state)}</span>
+      <b>${esc(p.name)}</b>${s.backend === 'svd' ? ' (svd)' : ''}
+      <span class="state-${esc(j.state)}">${esc(j.state)}</span>
       <div class="meta">N=${s.num_frames}, ${s.size} px, seed ${s.seed}${s.prompt ? ', &quot;' + esc(s.prompt) + '&quot;' : ''}
        &middot; ${new Date(j.created * 1000).toLocaleString()}${j.duration != null ? ' &middot; took ' + fmtTime(j.duration) : ''}
        ${j.error ? '&middot; ' + esc(j.error) : ''}</div>

@@ -21,6 +21,8 @@ from dreammover.config import INVERSION_FIELDS, InterpolationConfig
 from dreammover.events import Cancelled, Event
 from dreammover.presets import ClipPreset, render_clip
 
+from .svd_jobs import SVDJobs, SVDKeyframeConfig, job_config, svd_stage_weights
+
 Report = Callable[[Event], None]
 
 
@@ -41,6 +43,7 @@ def load_frames(folder: Path) -> list[np.ndarray]:
 def stage_weights(config: InterpolationConfig, reuse_pair: bool) -> dict[str, float]:
     """Expected cost per stage in UNet image-evaluations (a LoRA step is forward + backward, about 3)."""
     n, k, s = config.num_frames, config.frames_per_batch, config.inversion_steps
+    k = k if isinstance(k, int) else n  # 'auto' is decided on the device at denoise time; one chunk is the estimate
     chunks = [min(k, n - i) for i in range(0, n, k)]
     pair = {"lora": 6.0 * config.lora_steps * config.lora, "inversion": 2.0 * s + 2, "flow": 1.0}
     return {**({} if reuse_pair else pair), "denoise": float(sum((2 + c) * s for c in chunks)),
@@ -48,10 +51,13 @@ def stage_weights(config: InterpolationConfig, reuse_pair: bool) -> dict[str, fl
 
 
 class LocalBackend:
-    """Runs jobs in this process on one loaded DreamMover; keeps the last few pairs' LoRA + PairState."""
+    """Runs jobs in this process on one loaded DreamMover; keeps the last few pairs' LoRA + PairState.
 
-    def __init__(self, dm, keep_pairs: int = 2):
-        self.dm, self.keep = dm, keep_pairs
+    With `svd` (an SVDJobs), jobs whose settings say backend=svd run on the SVD keyframe backend instead.
+    """
+
+    def __init__(self, dm, keep_pairs: int = 2, svd: SVDJobs | None = None):
+        self.dm, self.keep, self.svd = dm, keep_pairs, svd
         self.pairs: OrderedDict[str, tuple] = OrderedDict()
         self.unet_calls = 0  # every UNet forward of this backend (tests check re-renders add none)
         self._hook = dm.components.unet.register_forward_hook(
@@ -61,6 +67,8 @@ class LocalBackend:
         self._hook.remove()
 
     def reuses_pair(self, folder: Path, config: InterpolationConfig) -> bool:
+        if isinstance(config, SVDKeyframeConfig):
+            return False
         return self._key(folder, config) in self.pairs
 
     def _key(self, folder: Path, config: InterpolationConfig) -> str:
@@ -74,6 +82,10 @@ class LocalBackend:
         """Steps 0-12 with the library's step methods (as `interpolate` does), the pair part cached."""
         from dreammover.profiling import StageProfile
 
+        if isinstance(config, SVDKeyframeConfig):
+            if self.svd is None:
+                raise RuntimeError("this studio has no SVD model: start it with --svd-model")
+            return self.svd.run(folder, config, report)
         dm, profile = self.dm, StageProfile(self.dm.device)
         images = dm.prepare(folder / "in0.png", folder / "in1.png", config)
         key = self._key(folder, config)
@@ -166,13 +178,14 @@ class Runner:
     def _run(self, job_id: str) -> None:
         store, folder = self.store, self.store.folder(job_id)
         job = store.get(job_id)
-        config = InterpolationConfig(**job["settings"])
+        config = job_config(job["settings"])
         preset = ClipPreset(**job["preset"])
         source = store.get(job["source"]) if job["source"] else None
         reencode = bool(source and source["settings"] == job["settings"]
                         and (store.folder(source["id"]) / "frames").is_dir())
         reuse = reencode or getattr(self.backend, "reuses_pair", lambda *a: False)(folder, config)
-        weights = {"encoding": 1.0} if reencode else stage_weights(config, reuse)
+        weights = ({"encoding": 1.0} if reencode else svd_stage_weights(config)
+                   if isinstance(config, SVDKeyframeConfig) else stage_weights(config, reuse))
         order = list(weights)
         total, started = sum(weights.values()), time.time()
         store.update(job_id, state="running", stage=order[0], progress=0.0, started=started, eta=None)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..events import Event, EventFn
 from ..images import ImageInputError, load_and_prepare, load_image, to_tensor, to_uint8
 from ..pipeline import ImageLike, InterpolationResult
 from ..profiling import StageProfile
@@ -151,8 +152,11 @@ class SVDKeyframeInterpolator:
     # -- Alg. 2 ----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, cond: KeyframeCondition, config: SVDKeyframeConfig, profile: StageProfile | None = None,
-               progress: bool = False) -> torch.Tensor:
-        """Dual-directional sampling from z_T ~ N(0, σ_max²) to clean latents [1, N+2, C, h, w]."""
+               progress: bool = False, on_event: EventFn | None = None) -> torch.Tensor:
+        """Dual-directional sampling from z_T ~ N(0, σ_max²) to clean latents [1, N+2, C, h, w].
+
+        `on_event` gets Event('denoise', i, steps) after every step; raising `Cancelled` from it stops the run.
+        """
         from diffusers import EulerDiscreteScheduler
 
         self.use_backward_model(config)
@@ -166,40 +170,56 @@ class SVDKeyframeInterpolator:
         model = PathModel(self.components.unet, cond.to(self.device, self.dtype), config.guidance_scale,
                           self.control, profile.count_unet if profile else None)
         w_fwd = fusion_weights(config.clip_frames, config.fusion, self.device, self.dtype)
-        with tqdm(total=len(sched.timesteps), desc="dual-directional sampling", disable=not progress,
-                  leave=False) as bar:
+        steps = len(sched.timesteps)
+
+        def step_done(i: int) -> None:
+            bar.update(1)
+            if on_event is not None:
+                on_event(Event("denoise", i + 1, steps))
+
+        with tqdm(total=steps, desc="dual-directional sampling", disable=not progress, leave=False) as bar:
             z0 = dual_directional_sampling(
                 model, z_T, sched.timesteps.to(self.device), sigmas, w_fwd, config.noise_injection_steps,
-                config.noise_injection_ratio, gen, sched.config.prediction_type, on_step=lambda i: bar.update(1))
+                config.noise_injection_ratio, gen, sched.config.prediction_type, on_step=step_done)
         self.control.maps.clear()  # the last step's maps are not needed any more (GPU memory)
         return z0
 
     # -- decode -------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, config: SVDKeyframeConfig, progress: bool = False) -> list[np.ndarray]:
-        """Temporal-VAE decode, `decode_chunk` frames per call, to uint8 RGB frames."""
+    def decode(self, latents: torch.Tensor, config: SVDKeyframeConfig, progress: bool = False,
+               on_event: EventFn | None = None) -> list[np.ndarray]:
+        """Temporal-VAE decode, `decode_chunk` frames per call, to uint8 RGB frames (Event('decode') per call)."""
         vae, z, out = self.components.vae, latents[0] / self.components.vae_scale, []
         for i in tqdm(range(0, z.shape[0], config.decode_chunk), desc="decode", disable=not progress, leave=False):
             part = z[i:i + config.decode_chunk].to(vae.dtype)
             x = vae.decode(part, num_frames=part.shape[0]).sample
             out += to_uint8((x.float() / 2 + 0.5).clamp(0, 1))
+            if on_event is not None:
+                on_event(Event("decode", len(out), z.shape[0]))
         return out
 
     # -- the whole method ------------------------------------------------------------------------------------
     def interpolate(self, image0: ImageLike, image1: ImageLike, config: SVDKeyframeConfig | None = None,
-                    progress: bool = False) -> InterpolationResult:
-        """Two keyframes -> N+2 frames (frame 0 ≈ I_0, frame N+1 ≈ I_1): prepare, encode, Alg. 2, decode."""
+                    progress: bool = False, on_event: EventFn | None = None) -> InterpolationResult:
+        """Two keyframes -> N+2 frames (frame 0 ≈ I_0, frame N+1 ≈ I_1): prepare, encode, Alg. 2, decode.
+
+        `on_event` (dreammover.events) gets the stages encode, denoise (every step), decode (every chunk);
+        raising `Cancelled` from it stops at the next report.
+        """
+        report = on_event or (lambda ev: None)
         config = self.resolve(config)
         profile = StageProfile(self.device)
         with profile.stage("prepare"):
             self.use_backward_model(config)  # a bad weights file fails here, before any model work
             images = self.prepare(image0, image1, config)
         with profile.stage("encode"):
+            report(Event("encode", 0, 1))
             cond = self.encode_keyframes(images, config)
+            report(Event("encode", 1, 1))
         with profile.stage("denoise"):
-            latents = self.sample(cond, config, profile, progress)
+            latents = self.sample(cond, config, profile, progress, on_event)
         with profile.stage("decode"):
-            frames = self.decode(latents, config, progress)
+            frames = self.decode(latents, config, progress, on_event)
         if config.keep_inputs:
             frames[0], frames[-1] = images[0], images[1]
         no_flow = torch.zeros(0)  # no optical flow in this method; the field stays for a uniform result type
