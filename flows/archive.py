@@ -31,7 +31,7 @@ from tasks.ingest import PairSpec, discover_pairs, list_pairs
 from tasks.models import ModelSpec
 from tasks.storage import StorageError, open_storage, read_uri
 
-from .pair import PAIR_TIMEOUT, Refresh, fingerprint, interpolate_pair, summary_uri
+from .pair import PAIR_TIMEOUT, AnyConfig, Backend, Refresh, backend_config, fingerprint, interpolate_pair, summary_uri
 from .runners import default_cache, gpu_pool, pool_runner
 
 # Report status -> CLI exit code (documented in docs/pipeline.md).
@@ -88,12 +88,12 @@ def check_source(source: str, manifest: Optional[str], allow_empty: bool) -> lis
 
 @flow(name="interpolate-archive", timeout_seconds=48 * 3600,
       task_runner=ThreadPoolTaskRunner(max_workers=64))
-def interpolate_archive(source: str, output: str, config: InterpolationConfig = InterpolationConfig(),
+def interpolate_archive(source: str, output: str, config: AnyConfig = InterpolationConfig(),
                         model: ModelSpec = ModelSpec(), fps: float = 10.0, fmt: str = "mp4",
                         manifest: Optional[str] = None, force: bool = False, cache: Optional[str] = None,
                         dask: Optional[str] = None, refresh: Refresh = "none",
                         pair_deployment: Optional[str] = None, allow_empty: bool = False,
-                        pair_timeout: float = PAIR_TIMEOUT, parallel_pairs: int = 0):
+                        pair_timeout: float = PAIR_TIMEOUT, parallel_pairs: int = 0, backend: Backend = "dreammover"):
     """Run the pair flow for every pair of `source` (local folder or s3:// prefix); return the run report.
 
     Ends Completed (result: the report) when no pair failed; otherwise Failed, named Partial if
@@ -103,9 +103,11 @@ def interpolate_archive(source: str, output: str, config: InterpolationConfig = 
     time (0: twice the pool's workers). pair_deployment: e.g. 'interpolate-pair/gpu-k8s' to run
     each pair as a flow run of that deployment instead. pair_timeout: seconds before a pair
     counts as failed (and its run is cancelled). allow_empty: an empty source is 'empty', not an error.
+    backend: dreammover | svd (config then holds SVDKeyframeConfig fields), recorded in each fingerprint.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unsupported clip format {fmt!r}: use one of {', '.join(FORMATS)}")
+    config = backend_config(backend, config)  # an unknown backend fails here, before any pair
     log, start = get_run_logger(), time.perf_counter()
     run_id = str(getattr(get_run_context().flow_run, "id", uuid.uuid4()))
     cache, out = cache or default_cache(), open_storage(output)
@@ -115,11 +117,11 @@ def interpolate_archive(source: str, output: str, config: InterpolationConfig = 
         check_source(source, manifest, allow_empty)  # raises unless an empty source was allowed
 
     entries: dict[str, dict] = {}
-    todo = _plan(pairs, out, entries, dict(model=model, config=config, fps=fps, fmt=fmt), force)
+    todo = _plan(pairs, out, entries, dict(model=model, config=config, fps=fps, fmt=fmt, backend=backend), force)
     log.info("%d pair(s): %d to run, %d skipped, %d malformed", len(pairs), len(todo),
              sum(e["status"] == "skipped" for e in entries.values()),
              sum(e["status"] == "failed" for e in entries.values()))
-    params = dict(config=config, model=model, fps=fps, cache=cache, refresh=refresh)
+    params = dict(config=config, model=model, fps=fps, cache=cache, refresh=refresh, backend=backend)
     outcome = "finished"
     try:
         leased = _lease(todo, out, run_id, pair_timeout, entries)
@@ -164,7 +166,8 @@ def _plan(pairs: list[PairSpec], out, entries: dict, clip: dict, force: bool) ->
             continue
         try:
             uri = out.uri(f"{pair.id}.{clip['fmt']}")
-            wanted = fingerprint(pair.image0, pair.image1, clip["model"], clip["config"], clip["fps"], clip["fmt"])
+            wanted = fingerprint(pair.image0, pair.image1, clip["model"], clip["config"], clip["fps"], clip["fmt"],
+                                 clip["backend"])
             previous = None if force else _summary(uri)
         except (StorageError, ValueError) as err:
             entries[pair.id] = {"pair": pair.id, "status": "failed", "reason": _reason(err, "")}

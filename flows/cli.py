@@ -34,6 +34,8 @@ CACHE = typer.Option(None, "--cache", help="artifact cache: folder or s3://bucke
                                            "[default: $DREAMMOVER_HOME/pipeline-cache]")
 DASK = typer.Option(None, "--dask", help="run δ chunks on Dask: 'local[:N]', 'processes[:N]' or a scheduler address")
 REFRESH = typer.Option("none", "--refresh", help="recompute despite caches: none | frames | all")
+BACKEND = typer.Option("dreammover", "--backend", help="dreammover | svd (Generative Inbetweening; --config then "
+                                                       "holds SVDKeyframeConfig fields, docs/backends.md)")
 
 
 def _setup_env() -> None:
@@ -52,6 +54,27 @@ def _config(config_file, **overrides):
         fail(f"bad configuration: {err}", EXIT_BAD_INPUT)
 
 
+def _backend_config(backend: str, model: str, config_file, frames, size, prompt, seed, frames_per_batch):
+    """(config, model) for `backend`, refusing an unknown backend or DreamMover-only options before any work."""
+    from dreammover.backends import BACKENDS, default_model, load_backend_config
+    from dreammover.backends.cli import _SD_DEFAULT
+    from dreammover.cli import fail
+
+    if backend not in BACKENDS:
+        fail(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}", EXIT_BAD_INPUT)
+    if backend == "dreammover":
+        return _config(config_file, num_frames=frames, size=size, prompt=prompt, seed=seed,
+                       frames_per_batch=frames_per_batch), model
+    for name, value in (("--prompt", prompt), ("--frames-per-batch", frames_per_batch)):
+        if value is not None:
+            fail(f"{name} is a DreamMover option: not used by --backend {backend}", EXIT_BAD_INPUT)
+    try:
+        config = load_backend_config(backend, config_file, num_frames=frames, size=size, seed=seed)
+    except (ValueError, OSError) as err:
+        fail(f"bad configuration: {err}", EXIT_BAD_INPUT)
+    return config, default_model(backend) if model == _SD_DEFAULT else model
+
+
 def _check_refresh(refresh: str) -> None:
     from dreammover.cli import fail
 
@@ -68,15 +91,14 @@ def run_pair(
     prompt: Optional[str] = PROMPT, seed: Optional[int] = SEED, frames_per_batch: Optional[int] = FPB,
     fps: float = FPS, device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
     config_file: Optional[Path] = CONFIG, cache: Optional[str] = CACHE, dask: Optional[str] = DASK,
-    refresh: str = REFRESH,
+    refresh: str = REFRESH, backend: str = BACKEND,
 ) -> None:
     """Interpolate one pair with the Prefect pair flow (cached LoRA / inversion; chunked δ fan-out)."""
     from dreammover.cli import fail
 
     _setup_env()
     _check_refresh(refresh)
-    config = _config(config_file, num_frames=frames, size=size, prompt=prompt, seed=seed,
-                     frames_per_batch=frames_per_batch)
+    config, model = _backend_config(backend, model, config_file, frames, size, prompt, seed, frames_per_batch)
     for uri in (image0, image1):  # a clear message now beats a failed flow run later
         if "://" not in uri and not Path(uri).is_file():
             fail(f"{uri}: file not found", EXIT_BAD_INPUT)
@@ -92,7 +114,7 @@ def run_pair(
     with temporary_api():
         state = interpolate_pair(image0, image1, output, config=config, fps=fps, cache=cache, dask=dask,
                                  refresh=refresh, model=ModelSpec(model=model, vae=vae, device=device, dtype=dtype),
-                                 return_state=True)
+                                 backend=backend, return_state=True)
     if not state.is_completed():
         exc = state.result(raise_on_failure=False)
         fail(f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(state.message), EXIT_FAILED)
@@ -115,15 +137,14 @@ def run_archive(
     prompt: Optional[str] = PROMPT, seed: Optional[int] = SEED, frames_per_batch: Optional[int] = FPB,
     fps: float = FPS, device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
     config_file: Optional[Path] = CONFIG, cache: Optional[str] = CACHE, dask: Optional[str] = DASK,
-    refresh: str = REFRESH,
+    refresh: str = REFRESH, backend: str = BACKEND,
 ) -> None:
     """Interpolate every pair of an archive; exit 0 ok, 3 partial (some pairs failed), 4 all failed."""
     from dreammover.cli import fail
 
     _setup_env()
     _check_refresh(refresh)
-    config = _config(config_file, num_frames=frames, size=size, prompt=prompt, seed=seed,
-                     frames_per_batch=frames_per_batch)
+    config, model = _backend_config(backend, model, config_file, frames, size, prompt, seed, frames_per_batch)
     if "://" not in source and not Path(source).is_dir():
         fail(f"{source}: no such folder", EXIT_BAD_INPUT)
     from flows.archive import EXIT_CODES, interpolate_archive
@@ -147,7 +168,7 @@ def run_archive(
     with temporary_api():
         state = interpolate_archive(source, output, config=config, fps=fps, fmt=fmt, manifest=manifest,
                                     force=force, cache=cache, dask=dask, refresh=refresh, allow_empty=allow_empty,
-                                    pair_deployment=deployment, return_state=True,
+                                    pair_deployment=deployment, backend=backend, return_state=True,
                                     model=ModelSpec(model=model, vae=vae, device=device, dtype=dtype))
     # Partial and failed archives end in a Failed state whose exception carries the report.
     report = state.result(raise_on_failure=False)

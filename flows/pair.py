@@ -5,6 +5,9 @@
          load model -> fit LoRA (cached per pair) -> invert + flow (cached per pair)
          -> denoise δ chunks (fanned out over the pool) -> decode
       -> encode -> clip under a temporary key, renamed into place -> summary (last) -> link artifact
+
+    backend="svd" (Generative Inbetweening, dreammover/backends): download -> load the SVD model
+      (resident per worker) -> prepare the keyframes -> render-svd-pair (cached) -> the same encode/upload/summary
 """
 from __future__ import annotations
 
@@ -12,12 +15,14 @@ import re
 import tempfile
 import time
 from pathlib import PurePosixPath
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_link_artifact
 from prefect.context import FlowRunContext, get_run_context
 
+from dreammover.backends import config_type
+from dreammover.backends.svd_config import SVDKeyframeConfig
 from dreammover.config import InterpolationConfig
 from dreammover.denoise import chunks as split_chunks
 from tasks.artifacts import clip_fingerprint
@@ -30,6 +35,7 @@ from tasks.lora import fit_pair_lora
 from tasks.models import ModelSpec, load_model
 from tasks.prepare import prepare_images
 from tasks.storage import uri_exists
+from tasks.svd import load_svd_model, prepare_svd_images, render_svd_pair
 from tasks.upload import upload_clip, write_summary
 
 from .runners import default_cache, gpu_pool, on_gpu, pool_runner
@@ -37,6 +43,8 @@ from .runners import default_cache, gpu_pool, on_gpu, pool_runner
 # What --refresh recomputes even when cached: nothing, the rendered frames (chunks + decode), or all.
 Refresh = Literal["none", "frames", "all"]
 PAIR_TIMEOUT = 6 * 3600  # seconds; a pair that takes longer is stuck (SD1.5, 32 frames: minutes)
+Backend = Literal["dreammover", "svd"]
+AnyConfig = Union[InterpolationConfig, SVDKeyframeConfig]
 
 
 def clip_format(output: str) -> str:
@@ -56,9 +64,21 @@ def plan_chunks(config: InterpolationConfig) -> list[list[float]]:
     return split_chunks(config.deltas, config.frames_per_batch)
 
 
-def fingerprint(image0: str, image1: str, model: ModelSpec, config: InterpolationConfig, fps: float,
-                fmt: str) -> str:
-    return clip_fingerprint(photo_inputs(image0, image1), model.model_dump(), config, fps, fmt)
+def fingerprint(image0: str, image1: str, model: ModelSpec, config: AnyConfig, fps: float,
+                fmt: str, backend: Backend = "dreammover") -> str:
+    # DreamMover's fingerprint is unchanged (summaries written before backends existed stay valid);
+    # any other backend is part of the model, so switching backends re-renders.
+    spec = model.model_dump() if backend == "dreammover" else {**model.model_dump(), "backend": backend}
+    return clip_fingerprint(photo_inputs(image0, image1), spec, config, fps, fmt)
+
+
+def backend_config(backend: str, config) -> AnyConfig:
+    """`config` as the backend's config type (a deployment passes a dict; a union may pick the other type)."""
+    cls = config_type(backend)  # ValueError for an unknown backend
+    if isinstance(config, cls):
+        return config
+    data = config.model_dump(exclude_unset=True) if hasattr(config, "model_dump") else dict(config or {})
+    return cls.model_validate(data)
 
 
 def _status(future, result: dict) -> str:
@@ -112,9 +132,9 @@ def _on_pool() -> bool:
 
 @flow(name="interpolate-pair", timeout_seconds=PAIR_TIMEOUT)
 def interpolate_pair(image0: str, image1: str, output: str = "out.mp4",
-                     config: InterpolationConfig = InterpolationConfig(), model: ModelSpec = ModelSpec(),
+                     config: AnyConfig = InterpolationConfig(), model: ModelSpec = ModelSpec(),
                      fps: float = 10.0, cache: Optional[str] = None, dask: Optional[str] = None,
-                     refresh: Refresh = "none", pair_id: Optional[str] = None) -> dict:
+                     refresh: Refresh = "none", pair_id: Optional[str] = None, backend: Backend = "dreammover") -> dict:
     """Two photos (local paths or s3:// URIs) -> one clip at `output` plus `<output stem>.json`.
 
     Parameters (also those of the `interpolate-pair/*` deployments, e.g. for the studio):
@@ -122,25 +142,30 @@ def interpolate_pair(image0: str, image1: str, output: str = "out.mp4",
     InterpolationConfig fields; model: {model, vae, device, dtype}; fps; cache: artifact cache
     (folder or s3:// prefix; default $DREAMMOVER_HOME/pipeline-cache); dask: the GPU pool
     (None: this process; 'local[:N]', 'processes[:N]', 'cuda' or a scheduler address, see
-    flows/runners.py); refresh: none | frames | all; pair_id: name in the summary.
+    flows/runners.py); refresh: none | frames | all; pair_id: name in the summary; backend:
+    dreammover | svd (then config holds SVDKeyframeConfig fields and model names an SVD model).
     Returns the summary dict that is also written next to the clip.
     """
     if dask and not _on_pool():
         # Called on its own (a deployment run, run-pair): the pool's client needs its own task runner.
         with gpu_pool(dask) as address:
             return render_pair.with_options(task_runner=pool_runner(address))(
-                image0, image1, output, config, model, fps, cache, address, refresh, pair_id)
-    return _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id)
+                image0, image1, output, config, model, fps, cache, address, refresh, pair_id, backend)
+    return _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend)
 
 
 @flow(name="render-pair", timeout_seconds=PAIR_TIMEOUT)
-def render_pair(image0: str, image1: str, output: str, config: InterpolationConfig, model: ModelSpec, fps: float,
-                cache: Optional[str], dask: Optional[str], refresh: Refresh, pair_id: Optional[str]) -> dict:
+def render_pair(image0: str, image1: str, output: str, config: AnyConfig, model: ModelSpec, fps: float,
+                cache: Optional[str], dask: Optional[str], refresh: Refresh, pair_id: Optional[str],
+                backend: Backend = "dreammover") -> dict:
     """interpolate_pair's body with a Dask client of the GPU pool as its task runner."""
-    return _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id)
+    return _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend)
 
 
-def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id) -> dict:
+def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend="dreammover") -> dict:
+    config = backend_config(backend, config)
+    if backend == "svd":
+        return _render_svd(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id)
     start = time.perf_counter()
     cache, fmt = cache or default_cache(), clip_format(output)
     clip_id = fingerprint(image0, image1, model, config, fps, fmt)
@@ -163,7 +188,7 @@ def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pa
     ran = [loaded, *[r for r, st in ((lora, lora_status), (state, state_status), (frames, frames_status))
                      if st == "computed"], *[r for r in rendered if r["status"] == "computed"]]
     summary = {
-        "pair": pair_id or PurePosixPath(output).stem, "status": "done", "output": written,
+        "pair": pair_id or PurePosixPath(output).stem, "status": "done", "output": written, "backend": "dreammover",
         "fingerprint": clip_id, "inputs": photo_inputs(image0, image1), "frames": clip["frames"], "fps": fps,
         "format": fmt, "size": [prepared["width"], prepared["height"]], "model": loaded["identity"],
         "model_spec": model.model_dump(), "config": config.model_dump(),
@@ -187,6 +212,40 @@ def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pa
     get_run_logger().info("%s: %d frames -> %s (LoRA %s, inversion %s, %d/%d chunks rendered)", summary["pair"],
                           clip["frames"], written, lora_status, state_status,
                           summary["stages"]["denoise"]["computed"], len(rendered))
+    return summary
+
+
+def _render_svd(image0, image1, output, config: SVDKeyframeConfig, model, fps, cache, dask, refresh,
+                pair_id) -> dict:
+    """backend=svd: load (resident) -> prepare keyframes -> render the frames (cached) -> encode -> publish."""
+    start = time.perf_counter()
+    cache, fmt = cache or default_cache(), clip_format(output)
+    clip_id = fingerprint(image0, image1, model, config, fps, fmt, backend="svd")
+    with on_gpu():
+        loaded = load_svd_model.submit(model).result()
+    config = config if config.size is not None else config.model_copy(update={"size": loaded["native_size"]})
+    with tempfile.TemporaryDirectory(prefix="dreammover-pair-") as workdir:
+        local0, local1 = download_pair(image0, image1, workdir)
+        prepared = prepare_svd_images(local0, local1, config, cache, sources=(image0, image1))
+    frames, status = run_cached(render_svd_pair, refresh != "none", prepared=prepared, model=model,
+                                identity=loaded["identity"], config=config, cache=cache)
+    clip = encode_clip(frames, fps, fmt, cache)
+    written = upload_clip(clip["uri"], output)
+    ran = [loaded, *([frames] if status == "computed" else [])]
+    summary = {
+        "pair": pair_id or PurePosixPath(output).stem, "status": "done", "output": written, "backend": "svd",
+        "fingerprint": clip_id, "inputs": photo_inputs(image0, image1), "frames": clip["frames"], "fps": fps,
+        "format": fmt, "size": [prepared["width"], prepared["height"]], "model": loaded["identity"],
+        "model_spec": model.model_dump(), "config": config.model_dump(),
+        "stages": {"svd": {**_stage(status, frames), "stage_seconds": frames.get("stage_seconds", {})}},
+        "pool": {"dask": dask, "model_loads": _max_by_worker(ran), "workers": sorted({r["worker"] for r in ran})},
+        "cache": {"root": cache, "frames": frames["uri"]},
+        "flow_run_id": str(get_run_context().flow_run.id),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    write_summary(summary, summary_uri(written))  # last: a summary means the clip is complete
+    _link(summary)
+    get_run_logger().info("%s: %d frames -> %s (svd frames %s)", summary["pair"], clip["frames"], written, status)
     return summary
 
 

@@ -77,18 +77,20 @@ class ModelCache:
         self.loads = 0  # models loaded by this process: recorded in every model task's result
 
     @contextmanager
-    def use(self, spec: ModelSpec) -> Iterator[LoadedModel]:
+    def use(self, spec: ModelSpec, loader=None) -> Iterator[LoadedModel]:
+        """The resident model for `spec`, built by `loader` (default LoadedModel; tasks.svd's LoadedSVD)."""
+        loader = loader or LoadedModel
         with self._lock:
-            if self._current is None or self._current.spec != spec:
+            if self._current is None or self._current.spec != spec or type(self._current) is not loader:
                 self._drop()
-                self._current = LoadedModel(spec)
+                self._current = loader(spec)
                 self.loads += 1
             yield self._current
 
     def _drop(self) -> None:
         if self._current is None:
             return
-        device = self._current.dm.device
+        device = self._current.dm.device  # LoadedSVD names its backend `dm` too
         self._current = None
         gc.collect()
         if device.type == "cuda":
