@@ -7,7 +7,7 @@ Start one worker per GPU (deploy/compose.yaml, deploy/smoke.sh):
 
 The worker process keeps the model it loaded (tasks/models.py) across every pair and chunk it
 runs. `DREAMMOVER_PRELOAD_MODEL` (a model id/path, e.g. 'tiny') loads it at start instead of on
-the first task. On shutdown the model is dropped; if the worker crashes, the process and its
+the first task; `DREAMMOVER_PRELOAD_BACKEND=svd` makes that an SVD keyframe model (e.g. 'tiny-svd'). On shutdown the model is dropped; if the worker crashes, the process and its
 GPU memory go with it, the nanny starts a fresh one, and the scheduler gives its task to a
 worker that is alive (Dask's own resource accounting frees the GPU slot).
 """
@@ -26,8 +26,8 @@ class ModelHost(WorkerPlugin):
 
     name = "dreammover-model-host"
 
-    def __init__(self, preload: str | None = None):
-        self.preload = preload
+    def __init__(self, preload: str | None = None, backend: str = "dreammover"):
+        self.preload, self.backend = preload, backend
 
     def setup(self, worker) -> None:
         import torch
@@ -36,7 +36,11 @@ class ModelHost(WorkerPlugin):
         if self.preload:
             from .models import MODELS, ModelSpec
 
-            with MODELS.use(ModelSpec(model=self.preload)) as m:
+            loader = None
+            if self.backend == "svd":  # the same holder keeps either kind, one model per GPU
+                from .svd import LoadedSVD
+                loader = LoadedSVD
+            with MODELS.use(ModelSpec(model=self.preload), loader) as m:
                 log.info("worker %s: preloaded %s", worker.address, m.identity)
 
     def teardown(self, worker) -> None:
@@ -47,4 +51,5 @@ class ModelHost(WorkerPlugin):
 
 async def dask_setup(worker) -> None:
     """Entry point of `dask worker --preload tasks.gpu_worker`."""
-    await worker.plugin_add(ModelHost(os.environ.get("DREAMMOVER_PRELOAD_MODEL") or None))
+    await worker.plugin_add(ModelHost(os.environ.get("DREAMMOVER_PRELOAD_MODEL") or None,
+                                      os.environ.get("DREAMMOVER_PRELOAD_BACKEND", "dreammover")))

@@ -158,3 +158,23 @@ def test_render_task_sees_exactly_the_hashed_keyframes():
         once = fit_keyframes(a, b, config)
         twice = fit_keyframes(*once, config)
         assert all(np.array_equal(x, y) for x, y in zip(once, twice))
+
+
+def test_gpu_worker_preload_builds_the_kind_of_model_it_is_told(dreammover_home, monkeypatch):
+    """DREAMMOVER_PRELOAD_BACKEND=svd preloads an SVD keyframe model into the worker's one-model holder."""
+    from types import SimpleNamespace
+
+    from tasks import gpu_worker
+    from tasks.models import MODELS
+    from tasks.svd import LoadedSVD
+
+    built = []
+    monkeypatch.setattr(LoadedSVD, "__init__",
+                        lambda self, spec: built.append(spec.model) or setattr(self, "spec", spec))
+    monkeypatch.setattr(LoadedSVD, "identity", property(lambda self: "svd:" + self.spec.model))
+    worker = SimpleNamespace(state=SimpleNamespace(nthreads=1), address="inproc://w")
+    try:
+        gpu_worker.ModelHost("tiny-svd", backend="svd").setup(worker)
+        assert built == ["tiny-svd"] and isinstance(MODELS._current, LoadedSVD)
+    finally:
+        MODELS._current = None
