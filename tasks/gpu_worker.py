@@ -8,8 +8,9 @@ Start one worker per GPU (deploy/compose.yaml, deploy/smoke.sh):
 The worker process keeps the model it loaded (tasks/models.py) across every pair and chunk it
 runs. `DREAMMOVER_PRELOAD_MODEL` (a model id/path, e.g. 'tiny') loads it at start instead of on
 the first task; `DREAMMOVER_PRELOAD_BACKEND=svd` makes that an SVD keyframe model (e.g.
-'tiny-svd'). On shutdown the model is dropped; if the worker crashes, the process and its GPU memory go with it, the nanny starts a fresh one, and the scheduler gives its task to a
-worker that is alive (Dask's own resource accounting frees the GPU slot).
+'tiny-svd'). On shutdown the model is dropped; if the worker crashes, the process and its GPU
+memory go with it, the nanny starts a fresh one, and the scheduler gives its task to a worker
+that is alive (Dask's own resource accounting frees the GPU slot).
 """
 from __future__ import annotations
 
