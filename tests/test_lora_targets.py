@@ -50,6 +50,10 @@ def test_lora_wraps_exactly_q_k_v_out_of_both_attentions_in_all_16_blocks_at_sca
         layer = named[n]
         assert layer.r[ADAPTER] == 4 and layer.lora_A[ADAPTER].weight.shape[0] == 4
         assert layer.scaling[ADAPTER] == 1.0                       # as the released LoRA processors at scale 1
+    a = torch.cat([named[n].lora_A[ADAPTER].weight.flatten() for n in want])
+    assert abs(a.std().item() - 1 / 4) < 0.02                      # peft's "gaussian" init: A ~ N(0, 1/r)
+    add_lora(unet, 8)                                              # a second attach replaces the first
+    assert _wrapped(unet) == want and all(named[n].r[ADAPTER] == 8 for n in want)
 
 
 def test_fresh_adapter_has_no_effect_until_trained_and_each_projection_matters(unet):

@@ -111,6 +111,7 @@ def test_fuse_direct_is_eq7_on_the_noisy_latents_with_alpha():
     for alpha in (10.0, 3.0):
         assert torch.equal(fuse_direct(za, zb, fa, fb, [0.5, 0.2], alpha), fuse_high_level(za, zb, fa, fb, [0.5, 0.2], alpha))
     assert not torch.allclose(fuse_direct(za, zb, fa, fb, [0.5], 3.0), fuse_direct(za, zb, fa, fb, [0.5]))
+    assert torch.equal(fuse_direct(za, zb, fa, fb, [0.5]), fuse_high_level(za, zb, fa, fb, [0.5], 10.0))
 
 
 # ---- low-level WTA, `select` ------------------------------------------------------------------------------
