@@ -53,6 +53,7 @@ def test_lora_wraps_exactly_q_k_v_out_of_both_attentions_in_all_16_blocks_at_sca
     a = torch.cat([named[n].lora_A[ADAPTER].weight.flatten() for n in want])
     assert abs(a.std().item() - 1 / 4) < 0.02                      # peft's "gaussian" init: A ~ N(0, 1/r)
     add_lora(unet, 8)                                              # a second attach replaces the first
+    named = dict(unet.named_modules())                             # remove_lora unwraps: the layers are new objects
     assert _wrapped(unet) == want and all(named[n].r[ADAPTER] == 8 for n in want)
 
 

@@ -117,7 +117,7 @@ def _plan(tmp_path, manifest_rows, fps=10.0, config=FAST, force=False):
     pairs = discover_pairs(str(tmp_path / "src"), str(tmp_path / "m.json"))
     entries = {}
     todo = _plan(pairs, open_storage(tmp_path / "out"), entries,
-                 dict(model=ModelSpec(model="tiny"), config=config, fps=fps, fmt="mp4"), force)
+                 dict(model=ModelSpec(model="tiny"), config=config, fps=fps, fmt="mp4", backend="dreammover"), force)
     return {p.id for p, _ in todo}, entries
 
 
