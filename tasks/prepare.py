@@ -11,15 +11,11 @@ from .artifacts import images_hash, put_images
 from .storage import open_storage
 
 
-@task(name="prepare-images", cache_policy=NO_CACHE)
-def prepare_images(image0: str, image1: str, config: InterpolationConfig, cache: str,
-                   sources: tuple[str, str] | None = None) -> dict:
-    """Load (EXIF-aware) and prepare both photos; their hash is the pair's identity in every cache key.
-
-    Not cached by Prefect on purpose: it is cheap, and it is what notices a photo that changed.
-    """
+def store_prepared(fit, image0: str, image1: str, cache: str, sources: tuple[str, str] | None = None,
+                   what: str = "pair") -> dict:
+    """Load both photos, bring them to one frame with `fit(im0, im1)`, store them once under their hash."""
     try:
-        im0, im1 = prepare_pair(load_image(image0), load_image(image1), config.size, config.resize_policy)
+        im0, im1 = fit(load_image(image0), load_image(image1))
     except ImageInputError as err:
         # Name the photo as the user knows it (its URI), not the download's temporary path.
         message = str(err)
@@ -31,5 +27,16 @@ def prepare_images(image0: str, image1: str, config: InterpolationConfig, cache:
     uri = store.uri(key)
     if not store.exists(key):
         uri = put_images(cache, key, [im0, im1])
-    get_run_logger().info("prepared %dx%d pair %s", im0.shape[1], im0.shape[0], h[:12])
+    get_run_logger().info("prepared %dx%d %s %s", im0.shape[1], im0.shape[0], what, h[:12])
     return {"uri": uri, "hash": h, "height": int(im0.shape[0]), "width": int(im0.shape[1])}
+
+
+@task(name="prepare-images", cache_policy=NO_CACHE)
+def prepare_images(image0: str, image1: str, config: InterpolationConfig, cache: str,
+                   sources: tuple[str, str] | None = None) -> dict:
+    """Load (EXIF-aware) and prepare both photos; their hash is the pair's identity in every cache key.
+
+    Not cached by Prefect on purpose: it is cheap, and it is what notices a photo that changed.
+    """
+    return store_prepared(lambda a, b: prepare_pair(a, b, config.size, config.resize_policy),
+                          image0, image1, cache, sources)

@@ -19,8 +19,9 @@ import dreammover
 from dreammover.backends.svd_config import SVDKeyframeConfig
 from dreammover.events import Event
 
-from .artifacts import cached, digest, get_images, images_hash, put_images
+from .artifacts import cached, digest, get_images, put_images
 from .models import MODELS, ModelSpec, placement
+from .prepare import store_prepared
 from .retry import retry_options
 from .storage import open_storage
 
@@ -59,20 +60,8 @@ def prepare_svd_images(image0: str, image1: str, config: SVDKeyframeConfig, cach
     `config.size` must be resolved (not None). Not cached, like prepare-images: it notices changed photos.
     """
     from dreammover.backends.svd_keyframe import fit_keyframes
-    from dreammover.images import ImageInputError, load_image
 
-    try:
-        im0, im1 = fit_keyframes(load_image(image0), load_image(image1), config)
-    except ImageInputError as err:
-        message = str(err)
-        for local, source in zip((image0, image1), sources or (image0, image1)):
-            message = message.replace(local, source)
-        raise ImageInputError(message) from err
-    h = images_hash([im0, im1])
-    key, store = f"prepared/{h}.safetensors", open_storage(cache)
-    uri = store.uri(key) if store.exists(key) else put_images(cache, key, [im0, im1])
-    get_run_logger().info("prepared %dx%d keyframes %s", im0.shape[1], im0.shape[0], h[:12])
-    return {"uri": uri, "hash": h, "height": int(im0.shape[0]), "width": int(im0.shape[1])}
+    return store_prepared(lambda a, b: fit_keyframes(a, b, config), image0, image1, cache, sources, "keyframes")
 
 
 def _key(p: dict) -> str:
