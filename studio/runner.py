@@ -94,11 +94,12 @@ class LocalBackend:
             self.pairs.move_to_end(key)
             dm.use_lora(lora, config.lora_rank)
         else:
-            z0, emb = dm.encode_images(images), dm.encode_prompt(config.prompt)
+            posterior, emb = dm.encode_posterior(images), dm.encode_prompt(config.prompt)
+            z0 = posterior[0] * dm.components.vae_scale  # one VAE pass for z0 and the fit's sampled views
             lora = None
             with profile.stage("lora"):
                 if config.lora and config.lora_steps > 0:
-                    lora, _ = dm.fit_lora(z0, emb, config, images=images, on_event=report)
+                    lora, _ = dm.fit_lora(z0, emb, config, images=images, posterior=posterior, on_event=report)
                     profile.count_unet(z0.shape[0] * config.lora_steps)
                 else:
                     dm.use_lora(None, config.lora_rank)

@@ -35,8 +35,9 @@ def fit_pair_lora(prepared: dict, model: ModelSpec, identity: str, config: Inter
         images = get_images(prepared["uri"])
         start = time.perf_counter()
         emb = m.dm.encode_prompt(config.prompt)
-        z0 = m.dm.encode_images(images)
-        state, losses = m.dm.fit_lora(z0, emb, config, images=images)  # sampled views need the photos
+        posterior = m.dm.encode_posterior(images)  # one VAE pass for z0 and the fit's sampled views
+        z0 = posterior[0] * m.dm.components.vae_scale
+        state, losses = m.dm.fit_lora(z0, emb, config, images=images, posterior=posterior)
         m.forget_lora()  # fit_lora left its adapter active; say so only once the weights have a URI
         meta = {"rank": config.lora_rank, "adapter": "dreammover", "pair": prepared["hash"]}
         uri = put_tensors(cache, name, state, meta)

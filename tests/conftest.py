@@ -75,3 +75,20 @@ def dog_pair() -> tuple[Path, Path]:
     if not (d / "0.png").exists():
         pytest.skip(f"{MISSING_SHARED}/fixtures/pairs/dog is not present")
     return d / "0.png", d / "1.png"
+
+
+@pytest.fixture(scope="module")
+def prefect_env(tmp_path_factory):
+    """Test-local PREFECT_HOME / result storage and a temporary Prefect API, one per test module that asks."""
+    home = tmp_path_factory.mktemp("prefect_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PREFECT_HOME", str(home))
+        mp.setenv("PREFECT_LOCAL_STORAGE_PATH", str(home / "storage"))
+        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+        from prefect.testing.utilities import prefect_test_harness
+
+        with temporary_settings({PREFECT_HOME: home, PREFECT_LOCAL_STORAGE_PATH: home / "storage"}):
+            with prefect_test_harness(server_startup_timeout=180):
+                yield home

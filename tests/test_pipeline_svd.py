@@ -12,20 +12,6 @@ WIDE = PAIRS / "wide"
 FAST = {"num_inference_steps": 2, "noise_injection_steps": 1, "guidance_scale": 1.0}
 
 
-@pytest.fixture(scope="module")
-def prefect_env(tmp_path_factory):
-    """Test-local PREFECT_HOME and a temporary Prefect API for this module (the CLI then starts none)."""
-    home = tmp_path_factory.mktemp("prefect_home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PREFECT_HOME", str(home))
-        mp.setenv("PREFECT_LOCAL_STORAGE_PATH", str(home / "storage"))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-        from prefect.testing.utilities import prefect_test_harness
-
-        with temporary_settings({PREFECT_HOME: home, PREFECT_LOCAL_STORAGE_PATH: home / "storage"}):
-            with prefect_test_harness(server_startup_timeout=180):
-                yield home
 
 
 def _cli(args):

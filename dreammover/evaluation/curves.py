@@ -25,7 +25,8 @@ def hf_energy_curves(dm, image0, image1, config: InterpolationConfig, delta: flo
         pass  # the pair's LoRA from interpolate() is still on the UNet
     elif config.lora and config.lora_steps > 0:
         emb = dm.encode_prompt(config.prompt)
-        dm.fit_lora(dm.encode_images(images), emb, config, images=images)
+        posterior = dm.encode_posterior(images)  # one VAE pass for z0 and the fit's sampled views
+        dm.fit_lora(posterior[0] * dm.components.vae_scale, emb, config, images=images, posterior=posterior)
     else:
         dm.use_lora(None, config.lora_rank)
     state = dm.pair_state(images, config)
