@@ -230,7 +230,10 @@ def run_pair_on_pool(pair: PairSpec, clip: str, params: dict, address: str, time
 
 def _run_on_pool(todo, params: dict, address: str, timeout: float, parallel: int, entries: dict) -> None:
     """Pairs concurrently (a bounded window of pair flows); Dask places their model tasks on free GPUs."""
-    parallel = parallel or 2 * _pool_size(address)
+    workers = _pool_size(address)
+    parallel = parallel or 2 * workers
+    # A GPU per pair already keeps the pool busy; fewer pairs than GPUs split their δ frames.
+    params = {**params, "spread": max(1, workers // max(1, len(todo)))}
     get_run_logger().info("GPU pool at %s: %d pair(s), %d at a time", address, len(todo), parallel)
     futures = []
     for i, (pair, clip) in enumerate(todo):

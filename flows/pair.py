@@ -59,9 +59,19 @@ def summary_uri(output: str) -> str:
     return output.rsplit(".", 1)[0] + ".json"
 
 
-def plan_chunks(config: InterpolationConfig) -> list[list[float]]:
-    """The δ values of the clip, split into the chunks that fan out over the pool (one task each)."""
-    return split_chunks(config.deltas, config.frames_per_batch)
+def plan_chunks(config: InterpolationConfig, spread: int = 1) -> list[list[float]]:
+    """The δ values of the clip, split into the chunks that fan out over the pool (one task each).
+
+    A number `frames_per_batch` fixes the chunk size. "auto" splits only for distribution: into
+    `spread` near-equal chunks (one per GPU this pair may use), since every chunk re-denoises both
+    endpoints (+2 latents per chunk) and costs a task round-trip, and the worker sizes its own
+    batches to its memory anyway. The frames do not depend on the split.
+    """
+    deltas = config.deltas
+    if config.frames_per_batch != "auto":
+        return split_chunks(deltas, config.frames_per_batch)
+    parts = max(1, min(spread, len(deltas)))
+    return split_chunks(deltas, -(-len(deltas) // parts)) if deltas else []
 
 
 def fingerprint(image0: str, image1: str, model: ModelSpec, config: AnyConfig, fps: float,
@@ -104,9 +114,9 @@ def run_cached(task, refresh: bool, **params) -> tuple[dict, str]:
 
 
 def map_chunks(state: dict, lora: dict, model: ModelSpec, config: InterpolationConfig, cache: str,
-               refresh: bool = False) -> list[dict]:
+               refresh: bool = False, spread: int = 1) -> list[dict]:
     """Fan the δ chunks out over the pool (Dask places each on a free GPU worker) and collect them in order."""
-    parts = plan_chunks(config)
+    parts = plan_chunks(config, spread)
     task = denoise_chunk.with_options(refresh_cache=True) if refresh else denoise_chunk
     with on_gpu():
         futures = task.map(state=unmapped(state), lora=unmapped(lora), deltas=parts, model=unmapped(model),
@@ -134,7 +144,8 @@ def _on_pool() -> bool:
 def interpolate_pair(image0: str, image1: str, output: str = "out.mp4",
                      config: AnyConfig = InterpolationConfig(), model: ModelSpec = ModelSpec(),
                      fps: float = 10.0, cache: Optional[str] = None, dask: Optional[str] = None,
-                     refresh: Refresh = "none", pair_id: Optional[str] = None, backend: Backend = "dreammover") -> dict:
+                     refresh: Refresh = "none", pair_id: Optional[str] = None, backend: Backend = "dreammover",
+                     spread: int = 0) -> dict:
     """Two photos (local paths or s3:// URIs) -> one clip at `output` plus `<output stem>.json`.
 
     Parameters (also those of the `interpolate-pair/*` deployments, e.g. for the studio):
@@ -143,26 +154,36 @@ def interpolate_pair(image0: str, image1: str, output: str = "out.mp4",
     (folder or s3:// prefix; default $DREAMMOVER_HOME/pipeline-cache); dask: the GPU pool
     (None: this process; 'local[:N]', 'processes[:N]', 'cuda' or a scheduler address, see
     flows/runners.py); refresh: none | frames | all; pair_id: name in the summary; backend:
-    dreammover | svd (then config holds SVDKeyframeConfig fields and model names an SVD model).
+    dreammover | svd (then config holds SVDKeyframeConfig fields and model names an SVD model);
+    spread: with frames_per_batch "auto", over how many GPUs to split the δ frames (0: every
+    worker of the pool, 1 with no pool; the archive passes 1 when it has a pair for each GPU).
     Returns the summary dict that is also written next to the clip.
     """
     if dask and not _on_pool():
         # Called on its own (a deployment run, run-pair): the pool's client needs its own task runner.
         with gpu_pool(dask) as address:
             return render_pair.with_options(task_runner=pool_runner(address))(
-                image0, image1, output, config, model, fps, cache, address, refresh, pair_id, backend)
-    return _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend)
+                image0, image1, output, config, model, fps, cache, address, refresh, pair_id, backend, spread)
+    return _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend, spread)
 
 
 @flow(name="render-pair", timeout_seconds=PAIR_TIMEOUT)
 def render_pair(image0: str, image1: str, output: str, config: AnyConfig, model: ModelSpec, fps: float,
                 cache: Optional[str], dask: Optional[str], refresh: Refresh, pair_id: Optional[str],
-                backend: Backend = "dreammover") -> dict:
+                backend: Backend = "dreammover", spread: int = 0) -> dict:
     """interpolate_pair's body with a Dask client of the GPU pool as its task runner."""
-    return _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend)
+    return _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend, spread)
 
 
-def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend="dreammover") -> dict:
+def _pool_workers() -> int:
+    """Workers of the GPU pool this flow's task runner is a client of (1 without a pool)."""
+    if not _on_pool():
+        return 1
+    return max(1, len(FlowRunContext.get().task_runner.client.scheduler_info().get("workers", {})))
+
+
+def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend="dreammover",
+            spread=0) -> dict:
     config = backend_config(backend, config)
     if backend == "svd":
         return _render_svd(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id)
@@ -178,7 +199,8 @@ def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pa
     common = dict(prepared=prepared, model=model, identity=loaded["identity"], config=config, cache=cache)
     lora, lora_status = run_cached(fit_pair_lora, refresh == "all", **common)
     state, state_status = run_cached(invert_pair, refresh == "all", lora=lora, **common)
-    rendered = map_chunks(state, lora, model, config, cache, refresh=refresh != "none")
+    rendered = map_chunks(state, lora, model, config, cache, refresh=refresh != "none",
+                          spread=spread or _pool_workers())
     frames, frames_status = run_cached(decode_frames, refresh != "none", chunks=rendered, prepared=prepared,
                                        model=model, config=config, cache=cache)
     clip = encode_clip(frames, fps, fmt, cache)

@@ -201,6 +201,18 @@ def test_dask_local_cluster_renders_same_frames(s3, prefect_env, model, dog_pair
     for x, y in zip(a, b):
         assert np.abs(x.astype(int) - y.astype(int)).max() <= 1
 
+    # frames_per_batch "auto" on a pool of 2: the lone pair's δ frames split over both workers
+    # (2 chunks), where in this process they are one chunk; the frames stay the same.
+    auto = config.model_copy(update=dict(frames_per_batch="auto"))
+    run["config"] = auto
+    here = interpolate_pair(output="s3://outputs/dask/auto-here.mp4", cache="s3://cache/dask", **run)
+    pool = interpolate_pair(output="s3://outputs/dask/auto-pool.mp4", cache="s3://cache/dask", dask="local:2", **run)
+    assert here["stages"]["denoise"]["chunks"] == 1 and pool["stages"]["denoise"]["chunks"] == 2
+    # Its halves are the chunks of the frames_per_batch=2 run above, which the cache already holds.
+    assert pool["stages"]["denoise"]["computed"] == 0 and calls["denoise"] == 5
+    for x, y in zip(get_images(here["cache"]["frames"]), get_images(pool["cache"]["frames"])):
+        assert np.abs(x.astype(int) - y.astype(int)).max() <= 1
+
 
 # -- the archive flow and its CLI ---------------------------------------------------------------------
 

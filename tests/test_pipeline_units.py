@@ -283,3 +283,19 @@ def test_cli_rejects_bad_input_before_starting_a_flow(tmp_path):
     assert nofolder.exit_code == EXIT_BAD_INPUT and "no such folder" in nofolder.output
     badcfg = CliRunner().invoke(app, ["run-archive", str(tmp_path), "-o", str(tmp_path / "o"), "--size", "10"])
     assert badcfg.exit_code == 2  # typer's own range check
+
+
+def test_auto_batching_splits_the_deltas_only_for_distribution():
+    from flows.pair import plan_chunks
+
+    auto = BASE.model_copy(update=dict(num_frames=7, frames_per_batch="auto"))
+    # One GPU: one chunk, so the endpoints are denoised once, not once per chunk.
+    assert plan_chunks(auto, spread=1) == [auto.deltas]
+    # Two GPUs for this pair: two contiguous chunks, near-equal, that together are every δ in order.
+    halves = plan_chunks(auto, spread=2)
+    assert [len(c) for c in halves] == [4, 3] and sum(halves, []) == auto.deltas
+    # More GPUs than frames: one frame each, never an empty chunk.
+    assert plan_chunks(auto, spread=20) == [[d] for d in auto.deltas]
+    # A fixed frames_per_batch is the chunk size, whatever the pool.
+    fixed = auto.model_copy(update=dict(frames_per_batch=3))
+    assert [len(c) for c in plan_chunks(fixed, spread=1)] == [3, 3, 1] == [len(c) for c in plan_chunks(fixed, 8)]
