@@ -1,7 +1,8 @@
 """interpolate_archive: every pair under a prefix -> <output>/<pair-id>.<fmt> + <pair-id>.json, and a run report.
 
     check the output is writable -> list pairs (an empty source is an error unless allowed)
-    -> skip pairs whose summary matches the clip they would get now -> lease each pair
+    -> skip pairs whose summary matches the clip they would get now -> lease each pair (short
+       leases, renewed by a heartbeat thread while this run lives: tasks/leases.py)
     -> interpolate_pair per pair: here, over the Dask GPU pool (pairs concurrently), or as flow
        runs of a deployment -> report (written even when the run is cancelled or crashes)
 
@@ -124,8 +125,9 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
     params = dict(config=config, model=model, fps=fps, cache=cache, refresh=refresh, backend=backend)
     outcome = "finished"
     try:
-        leased = _lease(todo, out, run_id, pair_timeout, entries)
-        try:
+        # Short leases renewed from a heartbeat thread while this run lives, released when it ends.
+        with leases.LeaseKeeper(out, run_id, leases.TTL, log=log) as keeper:
+            leased = _lease(todo, keeper, entries)
             if pair_deployment:
                 _run_on_deployment(leased, params, pair_deployment, pair_timeout, entries)
             elif dask:
@@ -133,9 +135,6 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
                     _run_on_pool(leased, params, address, pair_timeout, parallel_pairs, entries)
             else:
                 _run_here(leased, {**params, "dask": None}, entries)
-        finally:
-            for pair, _ in leased:
-                _quietly(leases.release, out, pair.id, run_id)
     except BaseException as exc:  # cancellation (SIGTERM -> TerminationSignal), timeout, crash
         outcome = f"interrupted: {type(exc).__name__}"
         raise
@@ -186,10 +185,11 @@ def _summary(clip_uri: str) -> Optional[dict]:
         return None
 
 
-def _lease(todo, out, run_id: str, ttl: float, entries: dict) -> list[tuple[PairSpec, str]]:
+def _lease(todo, keeper: leases.LeaseKeeper, entries: dict) -> list[tuple[PairSpec, str]]:
+    """The pairs whose lease this run got (kept alive by `keeper`); the others are skipped."""
     mine = []
     for pair, clip in todo:
-        other = leases.acquire(out, pair.id, run_id, ttl + 600)
+        other = keeper.acquire(pair.id)
         if other is None:
             mine.append((pair, clip))
         else:
