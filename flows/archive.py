@@ -6,12 +6,16 @@
     -> interpolate_pair per pair: here, over the Dask GPU pool (pairs concurrently), or as flow
        runs of a deployment -> report (written even when the run is cancelled or crashes)
 
+On the Dask pool, the model tasks of a pair that times out, and of every pair when the run is
+interrupted, are cancelled on the scheduler, so no GPU works for a pair the run gave up on.
+
 This flow orchestrates only: it never loads a model, so it runs on a CPU worker. One bad pair
 never stops the others. A run with failed pairs ends Failed (named Partial when some pairs
 were done), with the report as its result and as a markdown artifact.
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -33,7 +37,7 @@ from tasks.models import ModelSpec
 from tasks.storage import StorageError, open_storage, read_uri
 
 from .pair import PAIR_TIMEOUT, AnyConfig, Backend, Refresh, backend_config, fingerprint, interpolate_pair, summary_uri
-from .runners import default_cache, gpu_pool, pool_runner
+from .runners import cancel_pool_work, default_cache, gpu_pool, pool_runner, tag_pool_work
 
 # Report status -> CLI exit code (documented in docs/pipeline.md).
 EXIT_CODES = {"ok": 0, "empty": 0, "partial": 3, "failed": 4, "cancelled": 4}
@@ -229,26 +233,48 @@ def run_pair_on_pool(pair: PairSpec, clip: str, params: dict, address: str, time
 
 
 def _run_on_pool(todo, params: dict, address: str, timeout: float, parallel: int, entries: dict) -> None:
-    """Pairs concurrently (a bounded window of pair flows); Dask places their model tasks on free GPUs."""
+    """Pairs concurrently (a bounded window of pair flows); Dask places their model tasks on free GPUs.
+
+    A pair that times out has its unfinished Dask tasks cancelled, and so has every pair when
+    this phase ends, whether interrupted (cancellation, crash) or not: otherwise tasks already
+    queued on the scheduler would still run on the GPUs after the archive gave up on them (a
+    pair flow's own client releases them only when that flow ends, which nobody waits for).
+    """
     parallel = parallel or 2 * _pool_size(address)
     get_run_logger().info("GPU pool at %s: %d pair(s), %d at a time", address, len(todo), parallel)
     futures = []
-    for i, (pair, clip) in enumerate(todo):
-        if i >= parallel:
-            _collect(*futures[i - parallel], entries)
-        futures.append((pair, run_pair_on_pool.submit(pair, clip, params, address, timeout),
-                        time.monotonic() + timeout))
-    for pair, future, deadline in futures:
-        _collect(pair, future, deadline, entries)
+    run = uuid.uuid4().hex  # tags this phase's Dask tasks, per pair (see flows/runners.cancel_pool_work)
+    cancel = functools.partial(_cancel_pool_work, address, run)
+    try:
+        for i, (pair, clip) in enumerate(todo):
+            if i >= parallel:
+                _collect(*futures[i - parallel], entries, cancel)
+            with tag_pool_work(run, pair.id):  # the run-pair task's thread inherits the tag with its context
+                futures.append((pair, run_pair_on_pool.submit(pair, clip, params, address, timeout),
+                                time.monotonic() + timeout))
+        for pair, future, deadline in futures:
+            _collect(pair, future, deadline, entries, cancel)
+    finally:
+        # Also catches what a timed-out pair submitted after its own cancel (it was between steps).
+        _quietly(cancel)
 
 
-def _collect(pair: PairSpec, future, deadline: float, entries: dict) -> None:
-    """Wait (until the pair's deadline) for one pair's run-pair task and record its entry."""
+def _cancel_pool_work(address: str, run: str, pair_id: Optional[str] = None) -> None:
+    if count := cancel_pool_work(address, run, pair_id):
+        get_run_logger().warning("cancelled %d unfinished Dask task(s) of %s", count,
+                                 f"pair {pair_id}" if pair_id else "this archive run")
+
+
+def _collect(pair: PairSpec, future, deadline: float, entries: dict, cancel=None) -> None:
+    """Wait (until the pair's deadline) for one pair's run-pair task and record its entry; `cancel(pair_id)`
+    drops the Dask work of a pair that timed out."""
     if pair.id in entries:
         return
     future.wait(timeout=max(0.0, deadline - time.monotonic()))
     if not future.state.is_final():
         entries[pair.id] = {"pair": pair.id, "status": "failed", "reason": "timed out (pair_timeout)"}
+        if cancel is not None:
+            _quietly(cancel, pair.id)
     elif future.state.is_completed():
         entries[pair.id] = future.result()
     else:
