@@ -16,6 +16,7 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 from .storage import Storage, StorageError
@@ -24,6 +25,7 @@ PREFIX = "_leases"
 # Seconds a lease lives without renewal: how long a crashed run can block its pairs. The keeper
 # renews every TTL/3, so two renewals in a row may fail (a slow or throttled store) before it lapses.
 TTL = 300.0
+RENEW_THREADS = 16  # concurrent renewals per heartbeat
 
 _log = logging.getLogger(__name__)
 
@@ -98,20 +100,29 @@ class LeaseKeeper:
         return other
 
     def renew_all(self) -> None:
-        """One heartbeat: renew every held lease; a store error is logged and retried next beat."""
+        """One heartbeat: renew every held lease; a store error is logged and retried next beat.
+
+        Renewals run on a few threads: a run holds the leases of all its pairs from the start,
+        and one by one, thousands of them on S3 (a read and a write each) would outlast the ttl.
+        """
         with self._lock:
             pairs = sorted(self.held)
-        for pair_id in pairs:
-            try:
-                kept = renew(self.store, pair_id, self.holder, self.ttl)
-            except StorageError as err:
-                self.log.warning("lease %s: renewal failed (%s); retrying in %.0f s", pair_id, err, self.interval)
-                continue
-            if not kept:
-                self.log.warning("lease %s: lost (expired or taken over by another run); it may be rendered twice",
-                                 pair_id)
-                with self._lock:
-                    self.held.discard(pair_id)
+        if not pairs:
+            return
+        with ThreadPoolExecutor(max_workers=min(RENEW_THREADS, len(pairs)), thread_name_prefix="lease") as pool:
+            for pair_id, kept in zip(pairs, pool.map(self._renew, pairs)):
+                if kept is False:
+                    self.log.warning("lease %s: lost (expired or taken over by another run); it may be rendered "
+                                     "twice", pair_id)
+                    with self._lock:
+                        self.held.discard(pair_id)
+
+    def _renew(self, pair_id: str) -> Optional[bool]:
+        try:
+            return renew(self.store, pair_id, self.holder, self.ttl)
+        except StorageError as err:
+            self.log.warning("lease %s: renewal failed (%s); retrying in %.0f s", pair_id, err, self.interval)
+            return None
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):

@@ -145,6 +145,22 @@ def test_lease_keeper_renews_while_alive_and_releases_on_exit(tmp_path, caplog):
     assert json.loads((tmp_path / "_leases" / "cat.json").read_bytes())["holder"] == "run-b"  # not ours: kept
 
 
+def test_lease_keeper_keeps_a_lease_through_a_failed_renewal(tmp_path, monkeypatch, caplog):
+    from tasks import leases
+    from tasks.storage import StorageError, open_storage
+
+    store = open_storage(tmp_path)
+    keeper = leases.LeaseKeeper(store, "run-a", ttl=60)
+    assert keeper.acquire("dog") is None
+
+    def throttled(key, data):
+        raise StorageError("SlowDown")
+
+    monkeypatch.setattr(store, "write_bytes", throttled)
+    keeper.renew_all()  # one failed beat: still ours, retried on the next one
+    assert keeper.held == {"dog"} and "lease dog: renewal failed" in caplog.text
+
+
 def _touch(path, data=b"x"):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
