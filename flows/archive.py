@@ -1,9 +1,13 @@
 """interpolate_archive: every pair under a prefix -> <output>/<pair-id>.<fmt> + <pair-id>.json, and a run report.
 
     check the output is writable -> list pairs (an empty source is an error unless allowed)
-    -> skip pairs whose summary matches the clip they would get now -> lease each pair
+    -> skip pairs whose summary matches the clip they would get now -> lease each pair (short
+       leases, renewed by a heartbeat thread while this run lives: tasks/leases.py)
     -> interpolate_pair per pair: here, over the Dask GPU pool (pairs concurrently), or as flow
        runs of a deployment -> report (written even when the run is cancelled or crashes)
+
+On the Dask pool, the model tasks of a pair that times out, and of every pair when the run is
+interrupted, are cancelled on the scheduler, so no GPU works for a pair the run gave up on.
 
 This flow orchestrates only: it never loads a model, so it runs on a CPU worker. One bad pair
 never stops the others. A run with failed pairs ends Failed (named Partial when some pairs
@@ -11,6 +15,9 @@ were done), with the report as its result and as a markdown artifact.
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
+import functools
 import json
 import time
 import uuid
@@ -32,7 +39,7 @@ from tasks.models import ModelSpec
 from tasks.storage import StorageError, open_storage, read_uri
 
 from .pair import PAIR_TIMEOUT, AnyConfig, Backend, Refresh, backend_config, fingerprint, interpolate_pair, summary_uri
-from .runners import default_cache, gpu_pool, pool_runner
+from .runners import cancel_pool_work, default_cache, gpu_pool, pool_runner, tag_pool_work
 
 # Report status -> CLI exit code (documented in docs/pipeline.md).
 EXIT_CODES = {"ok": 0, "empty": 0, "partial": 3, "failed": 4, "cancelled": 4}
@@ -124,8 +131,9 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
     params = dict(config=config, model=model, fps=fps, cache=cache, refresh=refresh, backend=backend)
     outcome = "finished"
     try:
-        leased = _lease(todo, out, run_id, pair_timeout, entries)
-        try:
+        # Short leases renewed from a heartbeat thread while this run lives, released when it ends.
+        with leases.LeaseKeeper(out, run_id, leases.TTL, log=log) as keeper:
+            leased = _lease(todo, keeper, entries)
             if pair_deployment:
                 _run_on_deployment(leased, params, pair_deployment, pair_timeout, entries)
             elif dask:
@@ -133,9 +141,6 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
                     _run_on_pool(leased, params, address, pair_timeout, parallel_pairs, entries)
             else:
                 _run_here(leased, {**params, "dask": None}, entries)
-        finally:
-            for pair, _ in leased:
-                _quietly(leases.release, out, pair.id, run_id)
     except BaseException as exc:  # cancellation (SIGTERM -> TerminationSignal), timeout, crash
         outcome = f"interrupted: {type(exc).__name__}"
         raise
@@ -186,10 +191,11 @@ def _summary(clip_uri: str) -> Optional[dict]:
         return None
 
 
-def _lease(todo, out, run_id: str, ttl: float, entries: dict) -> list[tuple[PairSpec, str]]:
+def _lease(todo, keeper: leases.LeaseKeeper, entries: dict) -> list[tuple[PairSpec, str]]:
+    """The pairs whose lease this run got (kept alive by `keeper`); the others are skipped."""
     mine = []
     for pair, clip in todo:
-        other = leases.acquire(out, pair.id, run_id, ttl + 600)
+        other = keeper.acquire(pair.id)
         if other is None:
             mine.append((pair, clip))
         else:
@@ -229,29 +235,67 @@ def run_pair_on_pool(pair: PairSpec, clip: str, params: dict, address: str, time
 
 
 def _run_on_pool(todo, params: dict, address: str, timeout: float, parallel: int, entries: dict) -> None:
-    """Pairs concurrently (a bounded window of pair flows); Dask places their model tasks on free GPUs."""
+    """Pairs concurrently: a window of pair flows, refilled as soon as any of them ends; Dask places
+    their model tasks on free GPUs.
+
+    The window (default: twice the pool's workers) keeps other pairs' model tasks queued while a
+    pair is between steps on the orchestration side (prepare, encode, its next submit), so no GPU
+    waits for it; whichever pair ends first makes room, not the oldest (that left GPUs idle).
+
+    A pair that times out has its unfinished Dask tasks cancelled, and so has every pair when
+    this phase ends, whether interrupted (cancellation, crash) or not: otherwise tasks already
+    queued on the scheduler would still run on the GPUs after the archive gave up on them (a
+    pair flow's own client releases them only when that flow ends, which nobody waits for).
+    """
     workers = _pool_size(address)
     parallel = parallel or 2 * workers
     # A GPU per pair already keeps the pool busy; fewer pairs than GPUs split their δ frames.
     params = {**params, "spread": max(1, workers // max(1, len(todo)))}
     get_run_logger().info("GPU pool at %s: %d pair(s), %d at a time", address, len(todo), parallel)
-    futures = []
-    for i, (pair, clip) in enumerate(todo):
-        if i >= parallel:
-            _collect(*futures[i - parallel], entries)
-        futures.append((pair, run_pair_on_pool.submit(pair, clip, params, address, timeout),
-                        time.monotonic() + timeout))
-    for pair, future, deadline in futures:
-        _collect(pair, future, deadline, entries)
+    waiting, running = collections.deque(todo), {}
+    run = uuid.uuid4().hex  # tags this phase's Dask tasks, per pair (see flows/runners.cancel_pool_work)
+    cancel = functools.partial(_cancel_pool_work, address, run)
+    try:
+        while waiting or running:
+            while waiting and len(running) < parallel:
+                pair, clip = waiting.popleft()
+                with tag_pool_work(run, pair.id):  # the run-pair task's thread inherits the tag with its context
+                    future = run_pair_on_pool.submit(pair, clip, params, address, timeout)
+                running[future] = (pair, time.monotonic() + timeout)
+            ended = _wait_any(running, min(deadline for _, deadline in running.values()))
+            for future in ended:
+                pair, deadline = running.pop(future)
+                _collect(pair, future, deadline, entries, cancel)
+    finally:
+        # Also catches what a timed-out pair submitted after its own cancel (it was between steps).
+        _quietly(cancel)
 
 
-def _collect(pair: PairSpec, future, deadline: float, entries: dict) -> None:
-    """Wait (until the pair's deadline) for one pair's run-pair task and record its entry."""
+def _wait_any(running: dict, deadline: float) -> list:
+    """The run-pair futures that ended, waiting until one does or `deadline` passes (then: those past it)."""
+    threads = {f.wrapped_future: f for f in running}  # concurrent futures of the archive's thread pool
+    done, _ = concurrent.futures.wait(list(threads), timeout=max(0.0, deadline - time.monotonic()),
+                                      return_when=concurrent.futures.FIRST_COMPLETED)
+    now = time.monotonic()
+    return [f for f, (_, due) in running.items() if f.wrapped_future in done or due <= now]
+
+
+def _cancel_pool_work(address: str, run: str, pair_id: Optional[str] = None) -> None:
+    if count := cancel_pool_work(address, run, pair_id):
+        get_run_logger().warning("cancelled %d unfinished Dask task(s) of %s", count,
+                                 f"pair {pair_id}" if pair_id else "this archive run")
+
+
+def _collect(pair: PairSpec, future, deadline: float, entries: dict, cancel=None) -> None:
+    """Wait (until the pair's deadline) for one pair's run-pair task and record its entry; `cancel(pair_id)`
+    drops the Dask work of a pair that timed out."""
     if pair.id in entries:
         return
     future.wait(timeout=max(0.0, deadline - time.monotonic()))
     if not future.state.is_final():
         entries[pair.id] = {"pair": pair.id, "status": "failed", "reason": "timed out (pair_timeout)"}
+        if cancel is not None:
+            _quietly(cancel, pair.id)
     elif future.state.is_completed():
         entries[pair.id] = future.result()
     else:

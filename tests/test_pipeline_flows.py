@@ -332,3 +332,32 @@ def test_archive_state_is_partial_with_reason_and_reruns_follow_the_settings(pre
     assert calls["fit_lora"] == 1 and calls["estimate_flows"] == 1
     summary = json.loads((tmp_path / "out" / "dog.json").read_text())
     assert summary["frames"] == 8 and summary["config"]["num_frames"] == 6
+
+
+def test_archive_holds_short_leases_and_renews_them_while_it_runs(prefect_env, monkeypatch, tmp_path):
+    import flows.archive as archive
+    from tasks import leases
+
+    for side in ("0", "1"):
+        (tmp_path / "src" / "dog").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / "dog" / f"{side}.png").write_bytes(b"x")
+    lease = tmp_path / "out" / "_leases" / "dog.json"
+    seen = []
+
+    def rendering(todo, params, entries):  # stands in for the pair flows: watches the lease meanwhile
+        for _ in range(3):
+            seen.append((time.time(), json.loads(lease.read_text())))
+            time.sleep(0.8)
+        for pair, clip in todo:
+            entries[pair.id] = {"pair": pair.id, "status": "done", "output": clip}
+
+    monkeypatch.setattr(archive, "_run_here", rendering)
+    monkeypatch.setattr(leases, "TTL", 1.5)  # renewed every 0.5 s
+    state = archive.interpolate_archive(source=str(tmp_path / "src"), output=str(tmp_path / "out"),
+                                        pair_timeout=3600, return_state=True)
+    assert state.result()["done"] == 1 and len(seen) == 3
+    assert {lease["holder"] for _, lease in seen} == {str(state.state_details.flow_run_id)}
+    # The ttl, not the pair timeout, bounds each lease; the heartbeat keeps pushing it out.
+    assert all(now < lease["expires"] <= now + 1.5 for now, lease in seen)
+    assert seen[-1][1]["expires"] > seen[0][1]["expires"]
+    assert not lease.exists()  # released at the end of the run

@@ -90,6 +90,77 @@ def test_leases_keep_overlapping_runs_apart(tmp_path):
     assert leases.acquire(store, "2024/dog", "run-c", ttl=60) is None
 
 
+def test_renew_extends_only_the_holders_live_lease(tmp_path):
+    from tasks import leases
+    from tasks.storage import open_storage
+
+    store = open_storage(tmp_path)
+    assert leases.acquire(store, "dog", "run-a", ttl=5) is None
+    before = json.loads((tmp_path / "_leases" / "dog.json").read_bytes())["expires"]
+    assert leases.renew(store, "dog", "run-a", ttl=60)
+    assert json.loads((tmp_path / "_leases" / "dog.json").read_bytes())["expires"] > before + 50
+    assert not leases.renew(store, "dog", "run-b", ttl=600)  # never another holder's lease
+    assert json.loads((tmp_path / "_leases" / "dog.json").read_bytes())["holder"] == "run-a"
+    assert not leases.renew(store, "cat", "run-a", ttl=60) and not (tmp_path / "_leases" / "cat.json").exists()
+    # An expired lease is lost, not revived: another run may be taking it over.
+    assert leases.acquire(store, "fox", "run-a", ttl=-1) is None
+    assert not leases.renew(store, "fox", "run-a", ttl=60)
+
+
+def test_a_lease_nobody_renews_is_taken_over_once_it_expires(tmp_path):
+    from tasks import leases
+    from tasks.storage import open_storage
+
+    store = open_storage(tmp_path)
+    keeper = leases.LeaseKeeper(store, "crashed", ttl=0.3)
+    assert keeper.acquire("dog") is None  # taken, but the run "dies": its keeper never runs
+    assert leases.acquire(store, "dog", "next", ttl=60)["holder"] == "crashed"
+    time.sleep(0.4)
+    assert leases.acquire(store, "dog", "next", ttl=60) is None
+    assert not leases.renew(store, "dog", "crashed", ttl=60)  # the dead run cannot take it back
+
+
+def test_lease_keeper_renews_while_alive_and_releases_on_exit(tmp_path, caplog):
+    from tasks import leases
+    from tasks.storage import open_storage
+
+    store = open_storage(tmp_path)
+    path = tmp_path / "_leases" / "dog.json"
+    with leases.LeaseKeeper(store, "run-a", ttl=1.0, interval=0.1) as keeper:
+        assert keeper.acquire("dog") is None and keeper.acquire("cat") is None
+        assert keeper.acquire("dog") is None and keeper.held == {"dog", "cat"}
+        first = json.loads(path.read_bytes())["expires"]
+        time.sleep(1.3)  # longer than the ttl: only the heartbeat keeps it
+        assert json.loads(path.read_bytes())["expires"] > first
+        assert leases.acquire(store, "dog", "run-b", ttl=60)["holder"] == "run-a"
+        # Another run took "cat" over (as after a long stall): the keeper lets it go and warns.
+        (tmp_path / "_leases" / "cat.json").write_text(json.dumps({"holder": "run-b", "expires": time.time() + 60}))
+        for _ in range(50):
+            if "cat" not in keeper.held:
+                break
+            time.sleep(0.05)
+        assert keeper.held == {"dog"} and "lease cat: lost" in caplog.text
+        thread = keeper._thread
+    assert not thread.is_alive() and not path.exists()  # stopped, and the lease released
+    assert json.loads((tmp_path / "_leases" / "cat.json").read_bytes())["holder"] == "run-b"  # not ours: kept
+
+
+def test_lease_keeper_keeps_a_lease_through_a_failed_renewal(tmp_path, monkeypatch, caplog):
+    from tasks import leases
+    from tasks.storage import StorageError, open_storage
+
+    store = open_storage(tmp_path)
+    keeper = leases.LeaseKeeper(store, "run-a", ttl=60)
+    assert keeper.acquire("dog") is None
+
+    def throttled(key, data):
+        raise StorageError("SlowDown")
+
+    monkeypatch.setattr(store, "write_bytes", throttled)
+    keeper.renew_all()  # one failed beat: still ours, retried on the next one
+    assert keeper.held == {"dog"} and "lease dog: renewal failed" in caplog.text
+
+
 def _touch(path, data=b"x"):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
