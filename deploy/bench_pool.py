@@ -145,6 +145,9 @@ def main() -> None:
                       f"model_loads={loads} workers_used={len(report['pool']['workers'])} "
                       f"seconds={r['seconds']:.1f} cpu_s: orchestration={r['orchestration_cpu']:.1f} "
                       f"workers={r['workers_cpu']:.1f}", flush=True)
+                for e in report["pairs"]:
+                    if e["status"] == "failed":
+                        print(f"pool:   failed {e['pair']}: {e.get('reason')}", flush=True)
         print(f"pool: ratio {args.workers}-worker / 1-worker wall time = {figures[args.workers] / figures[1]:.2f} "
               f"(target <= 0.65; {os.cpu_count()} CPU cores on this machine)")
     finally:

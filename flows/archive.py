@@ -28,6 +28,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
+from prefect.exceptions import MissingResult
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -210,9 +211,19 @@ def _done(pair: PairSpec, summary: dict) -> dict:
             "stages": {k: v.get("status") for k, v in summary["stages"].items() if "status" in v}}
 
 
-def _from_state(pair: PairSpec, state) -> dict:
+def _from_state(pair: PairSpec, state, clip: str) -> dict:
     if state.is_completed():
-        return _done(pair, state.result())
+        try:
+            return _done(pair, state.result())
+        except MissingResult:
+            # The API handed back the final state without its data (seen with the SQLite API under
+            # lock contention: a retried state update). The pair's summary, written last, is its
+            # own record of success; take it only if that very flow run wrote it.
+            summary = _summary(clip)
+            run_id = state.state_details.flow_run_id
+            if summary is None or run_id is None or summary.get("flow_run_id") != str(run_id):
+                raise
+            return _done(pair, summary)
     exc = state.result(raise_on_failure=False)
     return {"pair": pair.id, "status": "failed", "reason": _reason(exc, state.message or state.name)}
 
@@ -222,7 +233,7 @@ def _run_here(todo, params: dict, entries: dict) -> None:
     for i, (pair, clip) in enumerate(todo, 1):
         get_run_logger().info("pair %d/%d: %s", i, len(todo), pair.id)
         state = interpolate_pair(pair.image0, pair.image1, clip, pair_id=pair.id, return_state=True, **params)
-        entries[pair.id] = _from_state(pair, state)
+        entries[pair.id] = _from_state(pair, state, clip)
 
 
 @task(name="run-pair", cache_policy=NO_CACHE)
@@ -231,7 +242,7 @@ def run_pair_on_pool(pair: PairSpec, clip: str, params: dict, address: str, time
     flow = interpolate_pair.with_options(task_runner=pool_runner(address), timeout_seconds=timeout,
                                          flow_run_name=f"pair-{pair.id}")
     state = flow(pair.image0, pair.image1, clip, pair_id=pair.id, dask=address, return_state=True, **params)
-    return _from_state(pair, state)
+    return _from_state(pair, state, clip)
 
 
 def _run_on_pool(todo, params: dict, address: str, timeout: float, parallel: int, entries: dict) -> None:

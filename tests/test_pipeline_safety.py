@@ -327,3 +327,31 @@ def test_s3_conditional_create_move_and_permanent_errors(monkeypatch):
         with pytest.raises(StorageError, match="NoSuchBucket") as info:
             S3Storage("missing-bucket", "x", client=client).write_bytes("a", b"1")
         assert not isinstance(info.value, TransientStorageError)
+
+
+def test_a_completed_pair_whose_state_lost_its_data_is_taken_from_its_own_summary(tmp_path):
+    """The API can return a pair flow's final Completed state without data (a state update retried
+    under SQLite lock contention made a finished pair count as failed); its summary decides."""
+    import json
+    import uuid
+
+    from prefect.client.schemas.objects import StateDetails
+    from prefect.exceptions import MissingResult
+    from prefect.states import Completed
+
+    from flows.archive import _from_state
+    from tasks.ingest import PairSpec
+
+    pair, clip, run = PairSpec(id="dog", image0="a/0.png", image1="a/1.png"), str(tmp_path / "dog.mp4"), uuid.uuid4()
+    state = Completed(state_details=StateDetails(flow_run_id=run))  # what the API hands back: no data
+    with pytest.raises(MissingResult):  # no summary: nothing says the pair finished
+        _from_state(pair, state, clip)
+    summary = {"output": clip, "seconds": 1.5, "stages": {"lora": {"status": "computed"}}, "flow_run_id": str(uuid.uuid4())}
+    (tmp_path / "dog.json").write_text(json.dumps(summary))
+    with pytest.raises(MissingResult):  # a summary of another (earlier) run is not this run's success
+        _from_state(pair, state, clip)
+    (tmp_path / "dog.json").write_text(json.dumps({**summary, "flow_run_id": str(run)}))
+    entry = _from_state(pair, state, clip)
+    assert entry["status"] == "done" and entry["output"] == clip and entry["stages"] == {"lora": "computed"}
+    # A state that carries its data is used as it is.
+    assert _from_state(pair, Completed(data={**summary, "seconds": 9.0}), clip)["seconds"] == 9.0
