@@ -144,7 +144,8 @@ def main() -> None:
                 print(f"pool: workers={workers} pairs done={report['done']} failed={report['failed']} "
                       f"model_loads={loads} workers_used={len(report['pool']['workers'])} "
                       f"seconds={r['seconds']:.1f} cpu_s: orchestration={r['orchestration_cpu']:.1f} "
-                      f"workers={r['workers_cpu']:.1f}", flush=True)
+                      f"workers={'n/a (pool started by the run)' if args.cold_pool else round(r['workers_cpu'], 1)}",
+                      flush=True)
                 for e in report["pairs"]:
                     if e["status"] == "failed":
                         print(f"pool:   failed {e['pair']}: {e.get('reason')}", flush=True)
