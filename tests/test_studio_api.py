@@ -57,13 +57,16 @@ def test_job_runs_with_progress_preview_and_clip(studio, tmp_path):
     assert r.status_code == 201, r.text
     job = r.json()
     assert job["state"] in ("queued", "running") and job["settings"]["num_frames"] == 2
-    seen = set()
+    seen, progress = set(), []
     events = client.get(f"/jobs/{job['id']}/events")  # SSE: streams until the job is final
     for line in events.text.splitlines():
         if line.startswith("data: "):
             seen.add((d := json.loads(line[6:]))["stage"])
-            progress = d["progress"]
-    assert {"done"} <= seen and len(seen) >= 3 and progress == 1.0
+            progress.append(d["progress"])
+    # The stream samples the status every 0.25 s, so short stages may fall between two samples
+    # (a 2-frame job's inversion and denoising can); the LoRA fit never does.
+    assert "done" in seen and seen - {"queued", "done"}, seen
+    assert progress == sorted(progress) and progress[-1] == 1.0 and len(set(progress)) >= 2
     done = client.get(f"/jobs/{job['id']}").json()
     assert done["state"] == "done" and done["frames"] == 4 and done["duration"] > 0
     assert done["unet_evals"]["denoise"] > 0 and done["previews"] >= 1
