@@ -18,7 +18,7 @@ GATE = threading.Event()
 
 def _slow(i: int) -> int:
     STARTED.append(i)
-    GATE.wait(5)  # bounded: a regression makes the test fail slowly, never hang
+    GATE.wait(30)  # bounded: a regression makes the test fail slowly, never hang
     return i
 
 
@@ -105,10 +105,13 @@ def test_interrupted_archive_leaves_nothing_of_its_run_on_the_pool(prefect_env, 
         (tmp_path / "src" / "dog" / f"{side}.png").write_bytes(b"x")
 
     def crashes_while_waiting(*args, **kwargs):  # the archive dies while it waits on the pair
-        for _ in range(200):
+        # Until the pair's four steps are queued and the first runs (up to 60 s: on a loaded CI
+        # machine the stub pair flow took more than 10 s to start).
+        for _ in range(1200):
             if len(_tagged(cluster)) == 4 and STARTED:
                 break
             time.sleep(0.05)
+        assert len(_tagged(cluster)) == 4 and STARTED == [0], "the stub pair never queued its steps"
         # (A real SIGTERM, TerminationSignal, takes the same path, but Prefect then re-sends the
         # signal to the process, which would end the test session.)
         raise RuntimeError("archive run interrupted")
@@ -126,14 +129,18 @@ def test_interrupted_archive_leaves_nothing_of_its_run_on_the_pool(prefect_env, 
 
 
 EVENTS: list[tuple[str, str, float]] = []
+LAST_ENDED = threading.Event()
 
 
 @flow(name="stub-timed-pair")
 def timed_pair(image0, image1, output, pair_id=None, dask=None, **params):
-    """Stands in for interpolate_pair: pair 'a' takes 2 s, the others 0.1 s; records start and end."""
+    """Stands in for interpolate_pair: pair 'a' runs until pair 'd' has ended (30 s at most); records start/end."""
     EVENTS.append(("start", pair_id, time.monotonic()))
-    time.sleep(2.0 if pair_id == "a" else 0.1)
+    if pair_id == "a":
+        LAST_ENDED.wait(30)  # refilling the window in submission order would start c, d only after a
     EVENTS.append(("end", pair_id, time.monotonic()))
+    if pair_id == "d":
+        LAST_ENDED.set()
     return {"output": output, "seconds": 0.0, "stages": {}}
 
 
@@ -145,6 +152,7 @@ def test_pool_window_is_refilled_by_whichever_pair_ends_first(prefect_env, clust
         for side in ("0", "1"):
             (tmp_path / "src" / pair / f"{side}.png").write_bytes(b"x")
     EVENTS.clear()
+    LAST_ENDED.clear()
     monkeypatch.setattr(archive, "interpolate_pair", timed_pair)
     state = archive.interpolate_archive(source=str(tmp_path / "src"), output=str(tmp_path / "out"),
                                         dask=cluster.scheduler_address, parallel_pairs=2, return_state=True)
