@@ -84,7 +84,6 @@ def on_gpu():
     return dask.annotate(resources=GPU)
 
 
-
 # Annotation on the pool's tasks: (tag of the archive's pool phase, pair id); see cancel_pool_work.
 POOL_TAG = "dreammover_pair"
 # Scheduler states of work that is not finished: waiting for inputs, queued for a worker, running.

@@ -19,10 +19,12 @@ from dreammover.config import INVERSION_FIELDS, LORA_FIELDS, InterpolationConfig
 
 from .storage import open_storage, read_uri
 
-# Fields that never change a rendered frame: batching/memory knobs, and num_frames, whose effect
+# Knobs that change memory and speed, never the clip (the method guarantees batching-invariance).
+BATCHING_FIELDS = ("frames_per_batch", "decode_batch", "flow_chunk_rows")
+# Fields that never change a rendered frame: the batching knobs, and num_frames, whose effect
 # (the deltas) is keyed explicitly per chunk. keep_inputs only matters to decode. Listing what to
 # *exclude* means a field added to the config later invalidates rendered frames by default.
-NON_RENDER_FIELDS = ("frames_per_batch", "decode_batch", "flow_chunk_rows", "num_frames", "keep_inputs")
+NON_RENDER_FIELDS = (*BATCHING_FIELDS, "num_frames", "keep_inputs")
 
 
 def digest(*parts) -> str:
@@ -106,10 +108,6 @@ def cached(kind: str, key_of):
         return f"dreammover-{kind}-{key_of(parameters)}"
 
     return dict(cache_key_fn=cache_key_fn, persist_result=True, result_serializer="json")
-
-
-# Knobs that change memory and speed, never the clip (the method guarantees batching-invariance).
-BATCHING_FIELDS = ("frames_per_batch", "decode_batch", "flow_chunk_rows")
 
 
 def clip_fingerprint(inputs: dict, model: dict, config: InterpolationConfig, fps: float, fmt: str) -> str:

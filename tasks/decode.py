@@ -8,7 +8,7 @@ from dreammover.config import InterpolationConfig
 
 from .artifacts import cached, frames_key, get_images, get_tensors, put_images
 from .models import MODELS, ModelSpec, placement
-from .retry import is_out_of_memory, retry_options
+from .retry import halving_on_oom, retry_options
 from .storage import open_storage
 
 
@@ -41,13 +41,5 @@ def decode_frames(chunks: list[dict], prepared: dict, model: ModelSpec, config: 
 
 def _decode_fitting(dm, latents: torch.Tensor, batch: int):
     """dm.decode, halving the VAE batch on out-of-memory (the frames do not depend on it)."""
-    while True:
-        try:
-            return dm.decode(latents, batch)
-        except Exception as err:
-            if not is_out_of_memory(err) or batch <= 1:
-                raise
-            if dm.device.type == "cuda":
-                torch.cuda.empty_cache()
-            batch = max(1, batch // 2)
-            get_run_logger().warning("out of memory: decoding %d frames at a time", batch)
+    return halving_on_oom(lambda b: dm.decode(latents, b), batch, dm.device,
+                          lambda b: get_run_logger().warning("out of memory: decoding %d frames at a time", b))

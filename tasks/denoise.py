@@ -12,7 +12,7 @@ from dreammover.state import PairState
 
 from .artifacts import cached, chunk_key, put_tensors
 from .models import MODELS, ModelSpec, placement
-from .retry import is_out_of_memory, retry_options
+from .retry import halving_on_oom, retry_options
 from .storage import open_storage, read_uri
 
 
@@ -54,19 +54,9 @@ def denoise_fitting(dm, pair: PairState, deltas: list[float], config: Interpolat
     A chunk that does not fit even one frame at a time re-raises: the task's retry policy then
     tries again later, when the GPU may hold less.
     """
-    batch = config.frames_per_batch if isinstance(config.frames_per_batch, int) else len(deltas)
-    while True:
-        try:
-            step = config.model_copy(update={"frames_per_batch": batch})
-            return dm.denoise(pair, deltas, step, profile), batch
-        except Exception as err:  # torch raises OutOfMemoryError or a RuntimeError, by version
-            if not is_out_of_memory(err) or batch <= 1:
-                raise
-            _release_cached_memory(dm.device)
-            batch = max(1, batch // 2)
-            get_run_logger().warning("out of memory: retrying the chunk with frames_per_batch=%d", batch)
+    def run(batch: int) -> tuple[torch.Tensor, int]:
+        return dm.denoise(pair, deltas, config.model_copy(update={"frames_per_batch": batch}), profile), batch
 
-
-def _release_cached_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    first = config.frames_per_batch if isinstance(config.frames_per_batch, int) else len(deltas)
+    return halving_on_oom(run, first, dm.device, lambda batch: get_run_logger().warning(
+        "out of memory: retrying the chunk with frames_per_batch=%d", batch))

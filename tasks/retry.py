@@ -20,6 +20,26 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, oom) or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
 
 
+def halving_on_oom(run, batch: int, device, on_halve):
+    """run(batch), halving `batch` on out-of-memory down to 1; for knobs that cannot change the result.
+
+    Below 1 it re-raises: the task's retry policy then tries again later, when the GPU may hold less.
+    on_halve(batch) is told each smaller batch (the caller's log line).
+    """
+    while True:
+        try:
+            return run(batch)
+        except Exception as err:  # torch raises OutOfMemoryError or a RuntimeError, by version
+            if not is_out_of_memory(err) or batch <= 1:
+                raise
+            if device.type == "cuda":
+                import torch
+
+                torch.cuda.empty_cache()
+            batch = max(1, batch // 2)
+            on_halve(batch)
+
+
 def is_transient(exc: BaseException | None) -> bool:
     if exc is None:
         return False
