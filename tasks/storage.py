@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import shutil
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from urllib.parse import urlparse
@@ -147,16 +148,21 @@ class LocalStorage(Storage):
             raise _local_error("delete", self.uri(key), err) from err
 
     def create(self, key: str, data: bytes) -> bool:
+        # Written whole under a temporary name, then hard-linked into place (link fails if the key
+        # exists): a reader never sees the object empty, which a lease reader would take for a dead one.
         path = self._path(key)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            tmp.write_bytes(data)
+            os.link(tmp, path)
         except FileExistsError:
             return False
         except OSError as err:
             raise _local_error("write", str(path), err) from err
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
         return True
 
     def version(self, key: str) -> str:

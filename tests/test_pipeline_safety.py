@@ -355,3 +355,23 @@ def test_a_completed_pair_whose_state_lost_its_data_is_taken_from_its_own_summar
     assert entry["status"] == "done" and entry["output"] == clip and entry["stages"] == {"lora": "computed"}
     # A state that carries its data is used as it is.
     assert _from_state(pair, Completed(data={**summary, "seconds": 9.0}), clip)["seconds"] == 9.0
+
+
+def test_racing_runs_get_one_lease_holder(tmp_path):
+    """Local leases are created whole: with the file created empty and then written, a racing run read
+    it as unreadable, deleted it and took the pair too (about a quarter of 4-way races had 2+ holders)."""
+    import threading
+
+    from tasks import leases
+    from tasks.storage import LocalStorage
+
+    store = LocalStorage(tmp_path)
+    for trial in range(200):
+        holders = []
+        threads = [threading.Thread(target=lambda h=f"run-{i}": leases.acquire(store, f"p{trial}", h, 60) is None
+                                    and holders.append(h)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(holders) == 1, (trial, holders)
