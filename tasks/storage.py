@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import random
 import shutil
 import threading
+import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from urllib.parse import urlparse
@@ -50,6 +52,22 @@ def _s3_error(what: str, uri: str, err: Exception) -> StorageError:
     if isinstance(err, (BotoConnectionError, HTTPClientError, ConnectionError, TimeoutError)):
         return TransientStorageError(f"cannot {what} {uri}: {type(err).__name__}")
     return StorageError(f"cannot {what} {uri}: {type(err).__name__}: {err}")
+
+
+def retry_transient(fn, *args, attempts: int = 6, base_delay: float = 1.0, max_delay: float = 16.0, **kwargs):
+    """fn(*args, **kwargs), retried with jittered exponential backoff while it raises TransientStorageError.
+
+    For storage calls made outside a Prefect task (the flow's own probes, lease operations), which
+    have no task retry policy: the default waits about 1+2+4+8+16 s, enough for a 30 s outage on
+    top of botocore's own retries. Permanent errors (no bucket, no permission, missing) raise at once.
+    """
+    for attempt in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except TransientStorageError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(min(max_delay, base_delay * 2 ** attempt) * random.uniform(0.5, 1.5))
 
 
 class Storage(ABC):
