@@ -69,11 +69,17 @@ def tiny_dm(tiny_model_dir):
     return DreamMover.from_pretrained(str(tiny_model_dir), device="cpu", dtype=torch.float32)
 
 
+def fixture_pair(name: str) -> Path:
+    """The folder of fixture pair `name` (0.png, 1.png), or skip the test naming ../shared as the reason."""
+    d = PAIRS / name
+    if not ((d / "0.png").exists() and (d / "1.png").exists()):
+        pytest.skip(f"{MISSING_SHARED}/fixtures/pairs/{name} is not present")
+    return d
+
+
 @pytest.fixture(scope="session")
 def dog_pair() -> tuple[Path, Path]:
-    d = PAIRS / "dog"
-    if not (d / "0.png").exists():
-        pytest.skip(f"{MISSING_SHARED}/fixtures/pairs/dog is not present")
+    d = fixture_pair("dog")
     return d / "0.png", d / "1.png"
 
 

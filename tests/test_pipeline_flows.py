@@ -299,10 +299,13 @@ def test_archive_state_is_partial_with_reason_and_reruns_follow_the_settings(pre
 
     from flows.archive import ArchiveIncomplete, interpolate_archive
 
+    from conftest import fixture_pair
+
+    dog = fixture_pair("dog")
     src = tmp_path / "src"
-    shutil.copytree(PAIRS / "dog", src / "dog", ignore=shutil.ignore_patterns("*.mp4", "*.gif"))
+    shutil.copytree(dog, src / "dog", ignore=shutil.ignore_patterns("*.mp4", "*.gif"))
     (src / "broken pair").mkdir()
-    shutil.copy(PAIRS / "dog" / "0.png", src / "broken pair" / "0.png")
+    shutil.copy(dog / "0.png", src / "broken pair" / "0.png")
     (src / "broken pair" / "1.png").write_bytes(b"not an image")
     config = InterpolationConfig(**FAST)
     run = dict(source=str(src), output=str(tmp_path / "out"), model=model, cache=str(tmp_path / "cache"))

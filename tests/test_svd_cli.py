@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
-from conftest import PAIRS
+from conftest import fixture_pair
 
-WIDE = PAIRS / "wide"
 FAST = {"num_inference_steps": 2, "noise_injection_steps": 1, "guidance_scale": 1.0}
+
+
+@pytest.fixture()
+def wide():
+    return fixture_pair("wide")
 
 
 def _run(args):
@@ -17,31 +22,31 @@ def _run(args):
     return CliRunner().invoke(app, ["interpolate", *map(str, args)])
 
 
-def test_interpolate_svd_writes_an_mp4_with_n_plus_2_frames(tmp_path, dreammover_home):
+def test_interpolate_svd_writes_an_mp4_with_n_plus_2_frames(wide, tmp_path, dreammover_home):
     from dreammover.video import read_video
 
     cfg = tmp_path / "svd.json"
     cfg.write_text(json.dumps(FAST))
     out = tmp_path / "clip.mp4"
-    res = _run([WIDE / "0.png", WIDE / "1.png", "-o", out, "--backend", "svd", "--model", "tiny-svd",
+    res = _run([wide / "0.png", wide / "1.png", "-o", out, "--backend", "svd", "--model", "tiny-svd",
                 "--frames", "4", "--size", "128", "--config", cfg, "--device", "cpu", "-q"])
     assert res.exit_code == 0, res.output
     frames = read_video(out)
     assert len(frames) == 4 + 2 and frames[0].shape == (64, 128, 3)  # 16:9 frame, sides rounded to 64
 
 
-def test_interpolate_svd_bad_inputs_are_one_line(tmp_path, dreammover_home):
+def test_interpolate_svd_bad_inputs_are_one_line(wide, tmp_path, dreammover_home):
     bad_cfg = tmp_path / "bad.json"
     bad_cfg.write_text(json.dumps({"lora_steps": 3}))  # a DreamMover field: not an SVD one
     no_weights = tmp_path / "w.json"
     no_weights.write_text(json.dumps({"backward_weights": str(tmp_path / "none.safetensors")}))
     cases = [
-        ([tmp_path / "missing.png", WIDE / "1.png"], "file not found"),
-        ([WIDE / "0.png", WIDE / "1.png", "--config", bad_cfg], "bad configuration"),
-        ([WIDE / "0.png", WIDE / "1.png", "--model", "no-such-org/no-such-svd"], "HF_HUB_OFFLINE=1"),
-        ([WIDE / "0.png", WIDE / "1.png", "--model", tmp_path], "not a diffusers SVD model"),
-        ([WIDE / "0.png", WIDE / "1.png", "--backend", "nope"], "unknown backend"),
-        ([WIDE / "0.png", WIDE / "1.png", "--model", "tiny-svd", "--config", no_weights], "weights not found"),
+        ([tmp_path / "missing.png", wide / "1.png"], "file not found"),
+        ([wide / "0.png", wide / "1.png", "--config", bad_cfg], "bad configuration"),
+        ([wide / "0.png", wide / "1.png", "--model", "no-such-org/no-such-svd"], "HF_HUB_OFFLINE=1"),
+        ([wide / "0.png", wide / "1.png", "--model", tmp_path], "not a diffusers SVD model"),
+        ([wide / "0.png", wide / "1.png", "--backend", "nope"], "unknown backend"),
+        ([wide / "0.png", wide / "1.png", "--model", "tiny-svd", "--config", no_weights], "weights not found"),
     ]
     for args, message in cases:
         backend = [] if "--backend" in args else ["--backend", "svd"]
@@ -51,7 +56,7 @@ def test_interpolate_svd_bad_inputs_are_one_line(tmp_path, dreammover_home):
         assert not (tmp_path / "x.mp4").exists()
 
 
-def test_bench_scores_the_svd_backend_beside_a_baseline(tmp_path, monkeypatch, dreammover_home):
+def test_bench_scores_the_svd_backend_beside_a_baseline(wide, tmp_path, monkeypatch, dreammover_home):
     import shutil
 
     from dreammover.cli import _register_plugins, app
