@@ -56,14 +56,14 @@ def test_interpolate_svd_bad_inputs_are_one_line(wide, tmp_path, dreammover_home
         assert not (tmp_path / "x.mp4").exists()
 
 
-def test_bench_scores_the_svd_backend_beside_a_baseline(wide, tmp_path, monkeypatch, dreammover_home):
+def test_bench_scores_the_svd_backend_beside_a_baseline(tmp_path, monkeypatch, dreammover_home):
     import shutil
 
     from dreammover.cli import _register_plugins, app
 
     _register_plugins()
     pairs = tmp_path / "pairs"
-    shutil.copytree(PAIRS / "dog", pairs / "dog", ignore=shutil.ignore_patterns("*.mp4"))
+    shutil.copytree(fixture_pair("dog"), pairs / "dog", ignore=shutil.ignore_patterns("*.mp4"))
     cfg = tmp_path / "svd.json"
     cfg.write_text(json.dumps(FAST))
     monkeypatch.setenv("DREAMMOVER_SVD_MODEL", "tiny-svd")
