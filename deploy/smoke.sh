@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The production stack for real, on one machine, in a few minutes (CPU devices, tiny model):
-# a Prefect server (SQLite, 127.0.0.1, temporary PREFECT_HOME), the CPU work pool and the
+# a Prefect server (on PostgreSQL as in production: Debian's postgresql, a throwaway cluster started
+# here by deploy/pg_start.sh; PREFECT_DB=sqlite for SQLite instead; 127.0.0.1, temporary
+# PREFECT_HOME), the CPU work pool and the
 # deployments from deploy/, one Prefect CPU worker, a Dask scheduler and TWO GPU-pool workers
 # (Dask workers with GPU=1 each, here on the CPU), then the `daily` deployment over 3 pairs.
 # Prints one line
@@ -21,6 +23,7 @@ cleanup() {
         kill -KILL "$pid" 2>/dev/null || true
     done
     wait 2>/dev/null || true
+    if [ -n "${PG_DIR:-}" ]; then bash "$ROOT/deploy/pg_start.sh" --stop "$PG_DIR"; fi
     if [ -z "${KEEP:-}" ]; then rm -rf "$WORK"; else echo "smoke: kept $WORK" >&2; fi
 }
 trap cleanup EXIT
@@ -47,6 +50,12 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 PORT=$(free_port)
 export PREFECT_API_URL="http://127.0.0.1:$PORT/api"
 
+if [ "${PREFECT_DB:-postgres}" = postgres ]; then
+    PG_DIR="$WORK/pg"
+    PREFECT_API_DATABASE_CONNECTION_URL=$(bash deploy/pg_start.sh "$PG_DIR" "$(free_port)")
+    export PREFECT_API_DATABASE_CONNECTION_URL
+    echo "smoke: Prefect server on PostgreSQL ($PREFECT_API_DATABASE_CONNECTION_URL)" >&2
+fi
 start server prefect server start --host 127.0.0.1 --port "$PORT"
 DPORT=$(free_port)
 start scheduler dask scheduler --host 127.0.0.1 --port "$DPORT" --no-dashboard
