@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import hashlib
 import os
 import random
 import shutil
-import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import urlparse
 
 
@@ -28,9 +31,6 @@ class TransientStorageError(StorageError):
     """A storage operation failed in a way that may pass (throttling, 5xx, connection lost): worth a retry."""
 
 
-# S3 error codes that mean "try again later"; everything else (AccessDenied, NoSuchBucket, ...) is permanent.
-_TRANSIENT_S3 = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
-                 "InternalError", "ServiceUnavailable", "503", "500", "502", "504"}
 # Local errors that are not the caller's fault and may pass; permission / missing / read-only are permanent.
 _TRANSIENT_OS = {errno.EAGAIN, errno.EINTR, errno.EIO, errno.EBUSY, errno.ETIMEDOUT}
 
@@ -38,20 +38,6 @@ _TRANSIENT_OS = {errno.EAGAIN, errno.EINTR, errno.EIO, errno.EBUSY, errno.ETIMED
 def _local_error(what: str, uri: str, err: OSError) -> StorageError:
     kind = TransientStorageError if err.errno in _TRANSIENT_OS else StorageError
     return kind(f"cannot {what} {uri}: {err.strerror or err}")
-
-
-def _s3_error(what: str, uri: str, err: Exception) -> StorageError:
-    """Sort a botocore error into transient or permanent, naming the URI and the code, never credentials."""
-    from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
-
-    if isinstance(err, ClientError):
-        code = str(err.response.get("Error", {}).get("Code"))
-        status = str(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-        kind = TransientStorageError if code in _TRANSIENT_S3 or status.startswith("5") else StorageError
-        return kind(f"cannot {what} {uri}: {code}")
-    if isinstance(err, (BotoConnectionError, HTTPClientError, ConnectionError, TimeoutError)):
-        return TransientStorageError(f"cannot {what} {uri}: {type(err).__name__}")
-    return StorageError(f"cannot {what} {uri}: {type(err).__name__}: {err}")
 
 
 def retry_transient(fn, *args, attempts: int = 6, base_delay: float = 1.0, max_delay: float = 16.0, **kwargs):
@@ -102,6 +88,19 @@ class Storage(ABC):
     def version(self, key: str) -> str:
         """A cheap fingerprint of the object's content (size + mtime, or the S3 ETag), '' if missing."""
 
+    # Compare-and-swap: what leases need so that exactly one of several racing runs wins.
+    @abstractmethod
+    def get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        """(content, version token) read together, or None if there is no object."""
+
+    @abstractmethod
+    def replace_if(self, key: str, data: bytes, version: str) -> bool:
+        """Write `data` only if the object is still at `version` (atomically); False if it changed or is gone."""
+
+    @abstractmethod
+    def delete_if(self, key: str, version: str) -> bool:
+        """Delete the object only if it is still at `version` (atomically); False if it changed or is gone."""
+
     def move(self, src: str, dst: str) -> str:
         """Publish `src` under `dst` in one step (readers of `dst` see the old or the whole new object)."""
         uri = self.write_bytes(dst, self.read_bytes(src))
@@ -116,6 +115,12 @@ class Storage(ABC):
 
     def upload(self, path: str | Path, key: str) -> str:
         return self.write_bytes(key, Path(path).read_bytes())
+
+
+def _temporary(path: Path) -> Path:
+    """A hidden temporary name beside `path`, unique per call: threads of one process, and containers that
+    all run as PID 1 on a shared volume, each get their own (a pid-based name collided)."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
 
 
 def _join(*parts: str) -> str:
@@ -145,7 +150,7 @@ class LocalStorage(Storage):
 
     def write_bytes(self, key: str, data: bytes) -> str:
         path = self._path(key)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")  # rename is atomic on one filesystem
+        tmp = _temporary(path)  # rename is atomic on one filesystem
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(data)
@@ -169,7 +174,7 @@ class LocalStorage(Storage):
         # Written whole under a temporary name, then hard-linked into place (link fails if the key
         # exists): a reader never sees the object empty, which a lease reader would take for a dead one.
         path = self._path(key)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+        tmp = _temporary(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(data)
@@ -189,6 +194,71 @@ class LocalStorage(Storage):
         except FileNotFoundError:
             return ""
         return f"{st.st_size}-{st.st_mtime_ns}"
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[Path]:
+        """Hold the key's lock (flock on a hidden `.{name}.lock` beside it) across processes and threads.
+
+        The lock file may be removed by delete_if while we wait for it, so after taking the lock
+        we check that the path still names the file we locked, and start over if not.
+        """
+        path = self._path(key)
+        lock = path.with_name(f".{path.name}.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    yield lock
+                    return
+            finally:
+                os.close(fd)  # closing releases the flock
+
+    def _read_versioned(self, path: Path) -> tuple[bytes, str] | None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+                inode = os.fstat(f.fileno()).st_ino
+        except FileNotFoundError:
+            return None
+        # The inode changes with every rename into place; the hash guards against inode reuse.
+        return data, f"{inode}-{hashlib.sha256(data).hexdigest()}"
+
+    def get_versioned(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            return self._read_versioned(self._path(key))
+        except OSError as err:
+            raise _local_error("read", self.uri(key), err) from err
+
+    def replace_if(self, key: str, data: bytes, version: str) -> bool:
+        path = self._path(key)
+        try:
+            with self._locked(key):
+                current = self._read_versioned(path)
+                if current is None or current[1] != version:
+                    return False
+                self.write_bytes(key, data)
+                return True
+        except OSError as err:
+            raise _local_error("write", str(path), err) from err
+
+    def delete_if(self, key: str, version: str) -> bool:
+        path = self._path(key)
+        try:
+            with self._locked(key) as lock:
+                current = self._read_versioned(path)
+                if current is None or current[1] != version:
+                    return False
+                path.unlink()
+                lock.unlink()  # waiters notice (inode check) and lock afresh: no lock files pile up
+                return True
+        except OSError as err:
+            raise _local_error("delete", str(path), err) from err
 
     def move(self, src: str, dst: str) -> str:
         try:
@@ -218,111 +288,13 @@ class LocalStorage(Storage):
         return path
 
 
-class S3Storage(Storage):
-    """An S3 bucket + prefix (AWS, MinIO, R2, ...), via boto3 and the standard credential chain."""
-
-    def __init__(self, bucket: str, prefix: str = "", client=None):
-        self.bucket, self.prefix = bucket, prefix.strip("/")
-        self.client = client or s3_client()
-
-    def _key(self, key: str) -> str:
-        return _join(self.prefix, key)
-
-    def uri(self, key: str = "") -> str:
-        return f"s3://{self.bucket}/{self._key(key)}"
-
-    def read_bytes(self, key: str) -> bytes:
-        try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except Exception as err:
-            raise _s3_error("read", self.uri(key), err) from err
-
-    def write_bytes(self, key: str, data: bytes) -> str:
-        # A single PUT is atomic in S3: readers see the old object or the whole new one.
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
-        except Exception as err:
-            raise _s3_error("write", self.uri(key), err) from err
-        return self.uri(key)
-
-    def _head(self, key: str) -> dict | None:
-        from botocore.exceptions import ClientError
-
-        try:
-            return self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as err:
-            if err.response["Error"].get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                return None
-            raise _s3_error("read", self.uri(key), err) from err
-        except Exception as err:
-            raise _s3_error("read", self.uri(key), err) from err
-
-    def exists(self, key: str) -> bool:
-        return self._head(key) is not None
-
-    def version(self, key: str) -> str:
-        head = self._head(key)
-        return str(head.get("ETag", "")).strip('"') if head else ""
-
-    def delete(self, key: str) -> None:
-        try:
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
-        except Exception as err:
-            raise _s3_error("delete", self.uri(key), err) from err
-
-    def create(self, key: str, data: bytes) -> bool:
-        # Conditional PUT (If-None-Match: *): S3, MinIO and R2 refuse it with 412 if the key exists.
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
-        except ClientError as err:
-            if err.response["Error"].get("Code") in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
-                return False
-            raise _s3_error("write", self.uri(key), err) from err
-        except Exception as err:
-            raise _s3_error("write", self.uri(key), err) from err
-        return True
-
-    def move(self, src: str, dst: str) -> str:
-        # Server-side copy: the destination appears whole, in one step.
-        try:
-            self.client.copy_object(Bucket=self.bucket, Key=self._key(dst),
-                                    CopySource={"Bucket": self.bucket, "Key": self._key(src)})
-        except Exception as err:
-            raise _s3_error("write", self.uri(dst), err) from err
-        self.delete(src)
-        return self.uri(dst)
-
-    def list(self, prefix: str = "") -> list[str]:
-        full = self._key(prefix)
-        full = full + "/" if full and not full.endswith("/") else full
-        keys = []
-        try:
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
-                keys += [o["Key"] for o in page.get("Contents", [])]
-        except Exception as err:
-            raise _s3_error("list", self.uri(prefix), err) from err
-        cut = len(self.prefix) + 1 if self.prefix else 0
-        return sorted(k[cut:] for k in keys)
-
-
-def s3_client():
-    """A boto3 S3 client from the standard chain; endpoint/region come from AWS_* env vars or config files."""
-    import boto3
-    from botocore.config import Config
-
-    style = os.environ.get("DREAMMOVER_S3_ADDRESSING_STYLE")
-    cfg = Config(retries={"max_attempts": 5, "mode": "standard"},
-                 s3={"addressing_style": style} if style else None)
-    return boto3.session.Session().client("s3", config=cfg)
-
-
 def open_storage(uri: str | Path) -> Storage:
     """The storage rooted at `uri`: s3://bucket/prefix, file:///path or a plain local path."""
     uri = str(uri)
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
+        from .s3_storage import S3Storage
+
         if not parsed.netloc:
             raise StorageError(f"{uri}: no bucket in S3 URI")
         return S3Storage(parsed.netloc, parsed.path)
@@ -361,3 +333,7 @@ def uri_exists(uri: str) -> bool:
 
 def is_remote(uri: str) -> bool:
     return str(uri).startswith("s3://")
+
+
+# The S3 implementation lives in its own module; these names stay importable from here.
+from .s3_storage import S3Storage, _s3_error, s3_client  # noqa: E402,F401

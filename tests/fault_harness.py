@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import logging
 import random
 import shutil
 import socket
@@ -50,6 +51,50 @@ def moto_server() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def serialized_moto() -> Iterator[str]:
+    """moto's S3 app in this process, answering one request at a time; yields its URL.
+
+    S3 applies each conditional request atomically; moto's threaded server checks If-Match /
+    If-None-Match and then writes without a lock, so two racing requests can both pass the check.
+    Serving one request at a time restores S3's per-request atomicity (and only that: the client
+    side still races freely), which is what the compare-and-swap tests rely on.
+    """
+    from moto.server import DomainDispatcherApplication, create_backend_app
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per request otherwise
+    app, lock = DomainDispatcherApplication(create_backend_app), threading.Lock()
+
+    def one_at_a_time(environ, start_response):
+        with lock:
+            return [b"".join(app(environ, start_response))]
+
+    server = make_server("127.0.0.1", 0, one_at_a_time, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+def s3_store(url: str, bucket: str, prefix: str = "", attempts: int = 5):
+    """An S3Storage on the server at `url` (bucket created if needed), with a connection pool for races."""
+    import boto3
+    from botocore.config import Config
+
+    from tasks.storage import S3Storage
+
+    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing",
+                          config=Config(max_pool_connections=32, retries={"max_attempts": attempts, "mode": "standard"}))
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou, client.exceptions.BucketAlreadyExists):
+        client.create_bucket(Bucket=bucket)
+    return S3Storage(bucket, prefix, client=client)
 
 
 def _wait_http(url: str, seconds: float = 30.0) -> None:
@@ -225,3 +270,50 @@ class CallCounter:
 
     def __getitem__(self, name: str) -> int:
         return self.counts[name]
+
+
+def takeover_races(store, races: int = 200, claimants: int = 4) -> list[int]:
+    """`races` times: a crashed run's expired lease, and `claimants` threads taking it over at once.
+
+    Returns the number of holders each race ended with (each must be exactly 1). Claimants start
+    together behind a barrier, so they really race for the same version of the lease.
+    """
+    from tasks import leases
+
+    counts = []
+    for race in range(races):
+        pair = f"race-{race}"
+        assert leases.acquire(store, pair, "crashed", ttl=-1) is None  # taken, and already expired
+        barrier, won = threading.Barrier(claimants), []
+
+        def claim(holder: str) -> None:
+            barrier.wait()
+            if leases.acquire(store, pair, holder, 60) is None:
+                won.append(holder)
+        threads = [threading.Thread(target=claim, args=(f"run-{i}",)) for i in range(claimants)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        counts.append(len(won))
+    return counts
+
+
+def concurrent_writes(store, threads: int = 8, rounds: int = 100) -> list[str]:
+    """`threads` writers each write one key `rounds` times at once; returns the errors (must be none)."""
+    errors: list[str] = []
+    barrier = threading.Barrier(threads)
+
+    def write(i: int) -> None:
+        barrier.wait()
+        for r in range(rounds):
+            try:
+                store.write_bytes("same/key.bin", f"{i}-{r}".encode() * 64)
+            except Exception as err:  # noqa: BLE001 - counted, that is the measurement
+                errors.append(f"{type(err).__name__}: {err}")
+    workers = [threading.Thread(target=write, args=(i,)) for i in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    return errors

@@ -102,9 +102,14 @@ def test_renew_extends_only_the_holders_live_lease(tmp_path):
     assert not leases.renew(store, "dog", "run-b", ttl=600)  # never another holder's lease
     assert json.loads((tmp_path / "_leases" / "dog.json").read_bytes())["holder"] == "run-a"
     assert not leases.renew(store, "cat", "run-a", ttl=60) and not (tmp_path / "_leases" / "cat.json").exists()
-    # An expired lease is lost, not revived: another run may be taking it over.
+    # An expired lease nobody took over is still ours to renew: a takeover would have changed its
+    # version, so the compare-and-swap can't overwrite one. Once taken over, it is lost.
     assert leases.acquire(store, "fox", "run-a", ttl=-1) is None
-    assert not leases.renew(store, "fox", "run-a", ttl=60)
+    assert leases.renew(store, "fox", "run-a", ttl=60)
+    assert leases.acquire(store, "owl", "run-a", ttl=-1) is None
+    assert leases.acquire(store, "owl", "run-b", ttl=60) is None
+    assert not leases.renew(store, "owl", "run-a", ttl=60)
+    assert json.loads((tmp_path / "_leases" / "owl.json").read_bytes())["holder"] == "run-b"
 
 
 def test_a_lease_nobody_renews_is_taken_over_once_it_expires(tmp_path):
@@ -153,10 +158,10 @@ def test_lease_keeper_keeps_a_lease_through_a_failed_renewal(tmp_path, monkeypat
     keeper = leases.LeaseKeeper(store, "run-a", ttl=60)
     assert keeper.acquire("dog") is None
 
-    def throttled(key, data):
+    def throttled(key, data, version):
         raise StorageError("SlowDown")
 
-    monkeypatch.setattr(store, "write_bytes", throttled)
+    monkeypatch.setattr(store, "replace_if", throttled)
     keeper.renew_all()  # one failed beat: still ours, retried on the next one
     assert keeper.held == {"dog"} and "lease dog: renewal failed" in caplog.text
 
