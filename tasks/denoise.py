@@ -7,6 +7,7 @@ import torch
 from prefect import get_run_logger, task
 
 from dreammover.config import InterpolationConfig
+from dreammover.denoise import plan_chunks
 from dreammover.profiling import StageProfile
 from dreammover.state import PairState
 
@@ -57,6 +58,16 @@ def denoise_fitting(dm, pair: PairState, deltas: list[float], config: Interpolat
     def run(batch: int) -> tuple[torch.Tensor, int]:
         return dm.denoise(pair, deltas, config.model_copy(update={"frames_per_batch": batch}), profile), batch
 
-    first = config.frames_per_batch if isinstance(config.frames_per_batch, int) else len(deltas)
-    return halving_on_oom(run, first, dm.device, lambda batch: get_run_logger().warning(
-        "out of memory: retrying the chunk with frames_per_batch=%d", batch))
+    return halving_on_oom(run, worker_frames_per_batch(dm, pair, deltas, config), dm.device,
+                          lambda batch: get_run_logger().warning(
+                              "out of memory: retrying the chunk with frames_per_batch=%d", batch))
+
+
+def worker_frames_per_batch(dm, pair: PairState, deltas: list[float], config: InterpolationConfig) -> int:
+    """The chunk's frames per UNet batch on this worker; "auto" runs the memory planner (dreammover.denoise)."""
+    # Here, on the device that holds the memory: the flow split "auto" only for distribution, and
+    # taking the whole chunk as one batch skipped the plan on every pool worker.
+    if isinstance(config.frames_per_batch, int):
+        return config.frames_per_batch
+    parts = plan_chunks(deltas, "auto", dm.components.unet, tuple(pair.z_T.shape[-2:]), dm.device, dm.dtype)
+    return max((len(part) for part in parts), default=1)
