@@ -37,8 +37,12 @@ def fit_pair_lora(prepared: dict, model: ModelSpec, identity: str, config: Inter
         emb = m.dm.encode_prompt(config.prompt)
         posterior = m.dm.encode_posterior(images)  # one VAE pass for z0 and the fit's sampled views
         z0 = posterior[0] * m.dm.components.vae_scale
-        state, losses = m.dm.fit_lora(z0, emb, config, images=images, posterior=posterior)
-        m.forget_lora()  # fit_lora left its adapter active; say so only once the weights have a URI
+        try:
+            state, losses = m.dm.fit_lora(z0, emb, config, images=images, posterior=posterior)
+        finally:
+            # fit_lora leaves its adapter attached, also when it raised (an OOM mid-fit): never let the
+            # previous pair's name stand for it (MODELS.use drops the whole model on a raise as well).
+            m.forget_lora()
         meta = {"rank": config.lora_rank, "adapter": "dreammover", "pair": prepared["hash"]}
         uri = put_tensors(cache, name, state, meta)
         m.active_lora = uri

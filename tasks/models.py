@@ -6,10 +6,13 @@ worker (one per GPU, `resources={"GPU": 1}`, see tasks/gpu_worker.py), so the mo
 resident across pairs. The UNet carries mutable state (the active LoRA adapter), so tasks use
 it under one lock: within a process one model task runs at a time, which is also what one GPU
 can do. Asking for a different model drops the old one first, so a GPU never holds two.
+A task that raises inside `use` drops the model too: its state (a half-fitted adapter, the name
+of the active LoRA) is unknown, and the next task must not render with it.
 """
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import socket
 import threading
@@ -85,7 +88,20 @@ class ModelCache:
                 self._drop()
                 self._current = loader(spec)
                 self.loads += 1
-            yield self._current
+            current = self._current
+            try:
+                yield current
+            except BaseException as err:  # an OOM, a cancellation, a bug: the model's state is unknown
+                self._drop_after_failure(current, err)
+                raise
+
+    def _drop_after_failure(self, failed: "LoadedModel", err: BaseException) -> None:
+        """Forget the model a task failed on (the next task loads fresh weights), saying so once."""
+        if self._current is failed:
+            self._drop()
+        _logger().warning("dropped the resident model %s after %s in a model task (%s): the next task "
+                          "loads fresh weights", failed.spec.model, type(err).__name__,
+                          str(err).splitlines()[0][:200] if str(err) else "no message")
 
     def _drop(self) -> None:
         if self._current is None:
@@ -114,6 +130,16 @@ MODELS = ModelCache()
 def _process_cache() -> ModelCache:
     return MODELS
 
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    """The Prefect task's logger when in a run (the warning shows in the run's logs), else this module's."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 def worker_name() -> str:
