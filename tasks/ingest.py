@@ -19,7 +19,7 @@ from prefect import get_run_logger, task
 from pydantic import BaseModel
 
 from .retry import retry_options
-from .storage import is_remote, open_storage, read_uri, split_uri
+from .storage import StorageError, is_remote, open_storage, read_uri, retry_transient, split_uri
 
 # What the CLI accepts (dreammover.images loads GIFs as their first frame, and says so).
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -126,13 +126,18 @@ def download_pair(image0: str, image1: str, workdir: str) -> tuple[str, str]:
     return out[0], out[1]
 
 
-def photo_inputs(image0: str, image1: str) -> dict:
-    """The photos as a clip's fingerprint sees them: URIs plus a cheap content version (size+mtime / ETag)."""
+def photo_inputs(image0: str, image1: str, attempts: int = 6) -> dict:
+    """The photos as a clip's fingerprint sees them: URIs plus a cheap content version (size+mtime / ETag).
+
+    A missing photo has the version ''; a storage error is retried while transient (outside any task)
+    and then RAISED: an empty version taken during an outage went into the fingerprint, which then
+    never matched again, so every later run silently re-rendered the pair.
+    """
     versions = []
     for uri in (image0, image1):
+        store, name = split_uri(uri)
         try:
-            store, name = split_uri(uri)
-            versions.append(store.version(name))
-        except Exception:  # noqa: BLE001 - unreadable here means "unknown": the pair flow reports it
-            versions.append("")
+            versions.append(retry_transient(store.version, name, attempts=attempts))
+        except OSError as err:  # a local stat that failed for another reason than "missing"
+            raise StorageError(f"cannot read {uri}: {err.strerror or err}") from err
     return {"image0": image0, "image1": image1, "versions": versions}
