@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import re
 import tempfile
 import time
 from pathlib import PurePosixPath
@@ -30,6 +29,7 @@ from tasks.decode import decode_frames
 from tasks.denoise import denoise_chunk
 from tasks.encode import FORMATS, encode_clip
 from tasks.ingest import download_pair, photo_inputs
+from tasks.names import artifact_key
 from tasks.invert import invert_pair
 from tasks.lora import fit_pair_lora
 from tasks.models import ModelSpec, load_model
@@ -284,7 +284,8 @@ def _max_by_worker(results: list[dict]) -> dict:
 
 def _link(summary: dict) -> None:
     """A link artifact per pair, so the UI's flow run page points at the clip."""
-    key = re.sub(r"[^a-z0-9-]+", "-", f"clip-{summary['pair']}".lower()).strip("-")[:100]
+    # Per output: a bare `clip-<pair>` was one key for the `dog` pair of every archive.
+    key = artifact_key("clip", summary["pair"], summary["output"])
     create_link_artifact(link=summary["output"], link_text=f"{summary['pair']}.{summary['format']}", key=key,
                          description=f"{summary['frames']} frames at {summary['fps']:g} fps")
 
