@@ -39,6 +39,7 @@ from tasks.ingest import PairSpec, discover_pairs, list_pairs
 from tasks.models import ModelSpec
 from tasks.storage import StorageError, TransientStorageError, open_storage, read_uri, retry_transient
 
+from . import archive_log
 from .pair import PAIR_TIMEOUT, AnyConfig, Backend, Refresh, backend_config, fingerprint, interpolate_pair, summary_uri
 from .runners import cancel_pool_work, default_cache, gpu_pool, pool_runner, tag_pool_work
 
@@ -117,6 +118,7 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
         raise ValueError(f"unsupported clip format {fmt!r}: use one of {', '.join(FORMATS)}")
     config = backend_config(backend, config)  # an unknown backend fails here, before any pair
     log, start = get_run_logger(), time.perf_counter()
+    archive_log.install_filter()
     run_id = str(getattr(get_run_context().flow_run, "id", uuid.uuid4()))
     cache, out = cache or default_cache(), open_storage(output)
     check_writable(out, run_id)
@@ -150,8 +152,8 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
             entries.setdefault(pair.id, {"pair": pair.id, "status": "failed", "output": clip,
                                          "reason": f"not finished: the archive run was {outcome}"})
         report = _report(entries, source, out, start, outcome)
-    log.info("archive %s: %d done, %d skipped, %d failed -> %s", report["status"], report["done"],
-             report["skipped"], report["failed"], report.get("report"))
+    # One line, also for a Partial run (the engine's traceback of ArchiveIncomplete is filtered out).
+    log.log(archive_log.level(report), "%s; report: %s", archive_log.one_line(report), report.get("report"))
     if report["status"] in ("ok", "empty"):
         return Completed(message=f"{report['done']} done, {report['skipped']} skipped", data=report)
     first = next(e for e in report["pairs"] if e["status"] == "failed")
