@@ -37,8 +37,9 @@ from tasks import leases
 from tasks.encode import FORMATS
 from tasks.ingest import PairSpec, discover_pairs, list_pairs
 from tasks.models import ModelSpec
-from tasks.storage import StorageError, open_storage, read_uri
+from tasks.storage import StorageError, TransientStorageError, open_storage, read_uri, retry_transient
 
+from . import archive_log
 from .pair import PAIR_TIMEOUT, AnyConfig, Backend, Refresh, backend_config, fingerprint, interpolate_pair, summary_uri
 from .runners import cancel_pool_work, default_cache, gpu_pool, pool_runner, tag_pool_work
 
@@ -117,6 +118,7 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
         raise ValueError(f"unsupported clip format {fmt!r}: use one of {', '.join(FORMATS)}")
     config = backend_config(backend, config)  # an unknown backend fails here, before any pair
     log, start = get_run_logger(), time.perf_counter()
+    archive_log.install_filter()
     run_id = str(getattr(get_run_context().flow_run, "id", uuid.uuid4()))
     cache, out = cache or default_cache(), open_storage(output)
     check_writable(out, run_id)
@@ -150,8 +152,8 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
             entries.setdefault(pair.id, {"pair": pair.id, "status": "failed", "output": clip,
                                          "reason": f"not finished: the archive run was {outcome}"})
         report = _report(entries, source, out, start, outcome)
-    log.info("archive %s: %d done, %d skipped, %d failed -> %s", report["status"], report["done"],
-             report["skipped"], report["failed"], report.get("report"))
+    # One line, also for a Partial run (the engine's traceback of ArchiveIncomplete is filtered out).
+    log.log(archive_log.level(report), "%s; report: %s", archive_log.one_line(report), report.get("report"))
     if report["status"] in ("ok", "empty"):
         return Completed(message=f"{report['done']} done, {report['skipped']} skipped", data=report)
     first = next(e for e in report["pairs"] if e["status"] == "failed")
@@ -175,10 +177,12 @@ def _plan(pairs: list[PairSpec], out, entries: dict, clip: dict, force: bool) ->
             wanted = fingerprint(pair.image0, pair.image1, clip["model"], clip["config"], clip["fps"], clip["fmt"],
                                  clip["backend"])
             previous = None if force else _summary(uri)
-        except (StorageError, ValueError) as err:
+            current = (previous is not None and previous.get("fingerprint") == wanted
+                       and retry_transient(out.exists, f"{pair.id}.{clip['fmt']}"))
+        except (StorageError, ValueError) as err:  # after its retries: fail this pair, not the run
             entries[pair.id] = {"pair": pair.id, "status": "failed", "reason": _reason(err, "")}
             continue
-        if previous is not None and previous.get("fingerprint") == wanted and out.exists(f"{pair.id}.{clip['fmt']}"):
+        if current:
             entries[pair.id] = {"pair": pair.id, "status": "skipped", "reason": "up to date", "output": uri}
         else:
             todo.append((pair, uri))
@@ -186,9 +190,13 @@ def _plan(pairs: list[PairSpec], out, entries: dict, clip: dict, force: bool) ->
 
 
 def _summary(clip_uri: str) -> Optional[dict]:
+    """The pair's summary, None if there is none (or it is not JSON); a storage error that outlasts its
+    retries raises (TransientStorageError), so the pair fails with the reason instead of re-rendering."""
     try:
-        return json.loads(read_uri(summary_uri(clip_uri)))
-    except (StorageError, ValueError):
+        return json.loads(retry_transient(read_uri, summary_uri(clip_uri)))
+    except TransientStorageError:
+        raise
+    except (StorageError, ValueError):  # missing: a permanent "cannot read" (no such key / file)
         return None
 
 

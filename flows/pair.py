@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import re
 import tempfile
 import time
 from pathlib import PurePosixPath
@@ -30,11 +29,12 @@ from tasks.decode import decode_frames
 from tasks.denoise import denoise_chunk
 from tasks.encode import FORMATS, encode_clip
 from tasks.ingest import download_pair, photo_inputs
+from tasks.names import artifact_key
 from tasks.invert import invert_pair
 from tasks.lora import fit_pair_lora
 from tasks.models import ModelSpec, load_model
 from tasks.prepare import prepare_images
-from tasks.storage import uri_exists
+from tasks.storage import retry_transient, uri_exists
 from tasks.svd import load_svd_model, prepare_svd_images, render_svd_pair
 from tasks.upload import upload_clip, write_summary
 
@@ -75,11 +75,11 @@ def plan_chunks(config: InterpolationConfig, spread: int = 1) -> list[list[float
 
 
 def fingerprint(image0: str, image1: str, model: ModelSpec, config: AnyConfig, fps: float,
-                fmt: str, backend: Backend = "dreammover") -> str:
+                fmt: str, backend: Backend = "dreammover", inputs: Optional[dict] = None) -> str:
     # DreamMover's fingerprint is unchanged (summaries written before backends existed stay valid);
     # any other backend is part of the model, so switching backends re-renders.
     spec = model.model_dump() if backend == "dreammover" else {**model.model_dump(), "backend": backend}
-    return clip_fingerprint(photo_inputs(image0, image1), spec, config, fps, fmt)
+    return clip_fingerprint(inputs or photo_inputs(image0, image1), spec, config, fps, fmt)
 
 
 def backend_config(backend: str, config) -> AnyConfig:
@@ -105,7 +105,8 @@ def run_cached(task, refresh: bool, **params) -> tuple[dict, str]:
     with on_gpu():
         future = (task.with_options(refresh_cache=True) if refresh else task).submit(**params)
     result = future.result()
-    if result.get("uri") and not uri_exists(result["uri"]):
+    # Outside any task, so no task retry policy: a storage blip must not fail the pair here.
+    if result.get("uri") and not retry_transient(uri_exists, result["uri"]):
         get_run_logger().warning("%s: cached artifact %s is gone; recomputing", task.name, result["uri"])
         with on_gpu():
             future = task.with_options(refresh_cache=True).submit(**params)
@@ -124,7 +125,7 @@ def map_chunks(state: dict, lora: dict, model: ModelSpec, config: InterpolationC
     results = []
     for future, part in zip(futures, parts):
         result = future.result()
-        if not uri_exists(result["uri"]):  # Prefect's record outlived the artifact (see run_cached)
+        if not retry_transient(uri_exists, result["uri"]):  # Prefect's record outlived the artifact (see run_cached)
             with on_gpu():
                 future = denoise_chunk.with_options(refresh_cache=True).submit(
                     state=state, lora=lora, deltas=part, model=model, config=config, cache=cache)
@@ -189,7 +190,9 @@ def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pa
         return _render_svd(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id)
     start = time.perf_counter()
     cache, fmt = cache or default_cache(), clip_format(output)
-    clip_id = fingerprint(image0, image1, model, config, fps, fmt)
+    # Read once: the summary records the very versions its fingerprint was computed from.
+    inputs = photo_inputs(image0, image1)
+    clip_id = fingerprint(image0, image1, model, config, fps, fmt, inputs=inputs)
     with tempfile.TemporaryDirectory(prefix="dreammover-pair-") as workdir:
         local0, local1 = download_pair(image0, image1, workdir)
         prepared = prepare_images(local0, local1, config, cache, sources=(image0, image1))
@@ -211,7 +214,7 @@ def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pa
                      if st == "computed"], *[r for r in rendered if r["status"] == "computed"]]
     summary = {
         "pair": pair_id or PurePosixPath(output).stem, "status": "done", "output": written, "backend": "dreammover",
-        "fingerprint": clip_id, "inputs": photo_inputs(image0, image1), "frames": clip["frames"], "fps": fps,
+        "fingerprint": clip_id, "inputs": inputs, "frames": clip["frames"], "fps": fps,
         "format": fmt, "size": [prepared["width"], prepared["height"]], "model": loaded["identity"],
         "model_spec": model.model_dump(), "config": config.model_dump(),
         "stages": {
@@ -242,7 +245,8 @@ def _render_svd(image0, image1, output, config: SVDKeyframeConfig, model, fps, c
     """backend=svd: load (resident) -> prepare keyframes -> render the frames (cached) -> encode -> publish."""
     start = time.perf_counter()
     cache, fmt = cache or default_cache(), clip_format(output)
-    clip_id = fingerprint(image0, image1, model, config, fps, fmt, backend="svd")
+    inputs = photo_inputs(image0, image1)
+    clip_id = fingerprint(image0, image1, model, config, fps, fmt, backend="svd", inputs=inputs)
     with on_gpu():
         loaded = load_svd_model.submit(model).result()
     config = config if config.size is not None else config.model_copy(update={"size": loaded["native_size"]})
@@ -256,7 +260,7 @@ def _render_svd(image0, image1, output, config: SVDKeyframeConfig, model, fps, c
     ran = [loaded, *([frames] if status == "computed" else [])]
     summary = {
         "pair": pair_id or PurePosixPath(output).stem, "status": "done", "output": written, "backend": "svd",
-        "fingerprint": clip_id, "inputs": photo_inputs(image0, image1), "frames": clip["frames"], "fps": fps,
+        "fingerprint": clip_id, "inputs": inputs, "frames": clip["frames"], "fps": fps,
         "format": fmt, "size": [prepared["width"], prepared["height"]], "model": loaded["identity"],
         "model_spec": model.model_dump(), "config": config.model_dump(),
         "stages": {"svd": {**_stage(status, frames), "stage_seconds": frames.get("stage_seconds", {})}},
@@ -280,7 +284,8 @@ def _max_by_worker(results: list[dict]) -> dict:
 
 def _link(summary: dict) -> None:
     """A link artifact per pair, so the UI's flow run page points at the clip."""
-    key = re.sub(r"[^a-z0-9-]+", "-", f"clip-{summary['pair']}".lower()).strip("-")[:100]
+    # Per output: a bare `clip-<pair>` was one key for the `dog` pair of every archive.
+    key = artifact_key("clip", summary["pair"], summary["output"])
     create_link_artifact(link=summary["output"], link_text=f"{summary['pair']}.{summary['format']}", key=key,
                          description=f"{summary['frames']} frames at {summary['fps']:g} fps")
 

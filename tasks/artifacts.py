@@ -66,13 +66,25 @@ def frames_key(chunk_keys: list[str], config: InterpolationConfig) -> str:
 # -- safetensors artifacts ----------------------------------------------------------------------------
 
 
-def put_tensors(cache: str, key: str, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> str:
-    """Write tensors as one safetensors object at <cache>/<key>; return its URI."""
+def put_tensors(cache: str, key: str, tensors: dict[str, torch.Tensor], metadata: dict | None = None,
+                overwrite: bool = True) -> str:
+    """Write tensors as one safetensors object at <cache>/<key>; return its URI.
+
+    overwrite=False: the first writer of the key wins (storage `create`, atomic) and a later or
+    racing writer leaves the winner's object in place; the URI returned then names the winner's
+    tensors, which the caller must read back instead of its own (two producers of one content key
+    agree on one object; with overwrite, the last writer won). Use it for content-keyed artifacts,
+    and overwrite=True where the caller asked to recompute a suspect object.
+    """
     from safetensors.torch import save
 
     data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                 metadata={k: str(v) for k, v in (metadata or {}).items()})
-    return open_storage(cache).write_bytes(key, data)
+    store = open_storage(cache)
+    if overwrite:
+        return store.write_bytes(key, data)
+    store.create(key, data)  # False: another producer was first; its object stands
+    return store.uri(key)
 
 
 def get_tensors(uri: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -89,9 +101,10 @@ def safetensors_metadata(data: bytes) -> dict[str, str]:
     return dict(json.loads(data[8:8 + n]).get("__metadata__", {}))
 
 
-def put_images(cache: str, key: str, images: list[np.ndarray], metadata: dict | None = None) -> str:
-    """uint8 RGB frames [H,W,3] as one [B,H,W,3] tensor."""
-    return put_tensors(cache, key, {"images": torch.from_numpy(np.stack(images))}, metadata)
+def put_images(cache: str, key: str, images: list[np.ndarray], metadata: dict | None = None,
+               overwrite: bool = True) -> str:
+    """uint8 RGB frames [H,W,3] as one [B,H,W,3] tensor (overwrite: as put_tensors)."""
+    return put_tensors(cache, key, {"images": torch.from_numpy(np.stack(images))}, metadata, overwrite)
 
 
 def get_images(uri: str) -> list[np.ndarray]:

@@ -34,7 +34,7 @@ def decode_frames(chunks: list[dict], prepared: dict, model: ModelSpec, config: 
     if config.keep_inputs:
         frames[0], frames[1] = get_images(prepared["uri"])
     clip = [frames[0], *frames[2:], frames[1]]
-    put_images(cache, name, clip)
+    put_images(cache, name, clip, overwrite=recompute)  # first writer wins, unless asked to recompute
     get_run_logger().info("decoded %d frames", len(clip))
     return {**out, **placement(), "computed": True}
 

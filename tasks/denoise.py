@@ -7,7 +7,7 @@ import torch
 from prefect import get_run_logger, task
 
 from dreammover.config import InterpolationConfig
-from dreammover.denoise import plan_chunks
+from dreammover.denoise import auto_frames_per_batch
 from dreammover.profiling import StageProfile
 from dreammover.state import PairState
 
@@ -40,7 +40,9 @@ def denoise_chunk(state: dict, lora: dict, deltas: list[float], model: ModelSpec
         profile = StageProfile(m.dm.device)
         with profile.stage("denoise"):
             latents, batch = denoise_fitting(m.dm, pair, deltas, config, profile)
-        put_tensors(cache, name, {"latents": latents.float()}, {"deltas": json.dumps(list(deltas))})
+        # First writer wins: a chunk rendered twice at once (a retry beside its cancelled run) is one object.
+        put_tensors(cache, name, {"latents": latents.float()}, {"deltas": json.dumps(list(deltas))},
+                    overwrite=recompute)
     seconds = profile.seconds["denoise"]
     get_run_logger().info("denoised %d frame(s) at δ=%s in %.1fs on %s (%d per batch)", len(deltas),
                           ",".join(f"{d:.3f}" for d in deltas), seconds, out["worker"], batch)
@@ -58,16 +60,16 @@ def denoise_fitting(dm, pair: PairState, deltas: list[float], config: Interpolat
     def run(batch: int) -> tuple[torch.Tensor, int]:
         return dm.denoise(pair, deltas, config.model_copy(update={"frames_per_batch": batch}), profile), batch
 
-    return halving_on_oom(run, worker_frames_per_batch(dm, pair, deltas, config), dm.device,
+    return halving_on_oom(run, first_batch(dm, pair, deltas, config), dm.device,
                           lambda batch: get_run_logger().warning(
                               "out of memory: retrying the chunk with frames_per_batch=%d", batch))
 
 
-def worker_frames_per_batch(dm, pair: PairState, deltas: list[float], config: InterpolationConfig) -> int:
-    """The chunk's frames per UNet batch on this worker; "auto" runs the memory planner (dreammover.denoise)."""
-    # Here, on the device that holds the memory: the flow split "auto" only for distribution, and
-    # taking the whole chunk as one batch skipped the plan on every pool worker.
-    if isinstance(config.frames_per_batch, int):
+def first_batch(dm, pair: PairState, deltas: list[float], config: InterpolationConfig) -> int:
+    """frames_per_batch for the chunk's first try; "auto" is resolved HERE, on the worker that holds the
+    memory (the orchestrator sent len(deltas), so the memory plan of "auto" never ran on a pool worker)."""
+    if config.frames_per_batch != "auto":
         return config.frames_per_batch
-    parts = plan_chunks(deltas, "auto", dm.components.unet, tuple(pair.z_T.shape[-2:]), dm.device, dm.dtype)
-    return max((len(part) for part in parts), default=1)
+    limit = auto_frames_per_batch(dm.components.unet, tuple(pair.z_T.shape[-2:]), dm.device, dm.dtype)
+    batches = -(-len(deltas) // limit) if deltas else 1
+    return max(1, -(-len(deltas) // batches))  # balanced, as dreammover.denoise.plan_chunks splits "auto"

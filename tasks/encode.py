@@ -10,12 +10,13 @@ from prefect.cache_policies import NO_CACHE
 from dreammover.video import write_video
 
 from .artifacts import get_images
+from .retry import retry_options
 from .storage import open_storage
 
 FORMATS = ("mp4", "webm", "gif")
 
 
-@task(name="encode-clip", cache_policy=NO_CACHE)
+@task(name="encode-clip", cache_policy=NO_CACHE, **retry_options())
 def encode_clip(frames: dict, fps: float, fmt: str, cache: str) -> dict:
     """Encode to <cache>/clips/<frames key>-<fps>fps.<fmt>; returns its URI."""
     if fmt not in FORMATS:

@@ -7,10 +7,10 @@ resolved against the source.
 """
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import json
-import re
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
 from typing import Optional
@@ -18,14 +18,12 @@ from typing import Optional
 from prefect import get_run_logger, task
 from pydantic import BaseModel
 
+from .names import check_pair_id, normalize_name
 from .retry import retry_options
-from .storage import is_remote, open_storage, read_uri, split_uri
+from .storage import StorageError, is_remote, open_storage, read_uri, retry_transient, split_uri
 
 # What the CLI accepts (dreammover.images loads GIFs as their first frame, and says so).
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-# A segment: letters and digits of any script, space, . _ - ( ) , + ' (no control characters, no
-# backslash or colon): what photo folders are really called, and still a plain relative name.
-_SEGMENT = re.compile(r"^[\w .\-(),+'&]+$")
 
 
 class PairSpec(BaseModel):
@@ -35,14 +33,6 @@ class PairSpec(BaseModel):
     image0: str = ""
     image1: str = ""
     problem: Optional[str] = None
-
-
-def _check_id(pair_id: str) -> Optional[str]:
-    parts = pair_id.split("/")
-    if not all(_SEGMENT.match(p) and p.strip(" .") and p == p.strip() for p in parts):
-        return (f"pair id {pair_id!r} is not a safe relative name (letters, digits, spaces, . _ - ( ) , + ' & "
-                f"and / between non-empty parts; no '..', no leading or trailing spaces)")
-    return None
 
 
 def discover_pairs(source: str, manifest: str | None = None) -> list[PairSpec]:
@@ -58,8 +48,9 @@ def discover_pairs(source: str, manifest: str | None = None) -> list[PairSpec]:
     pairs = []
     for folder, found in sorted(folders.items()):
         # Photos directly under the source: the source is itself one pair, named after its folder.
-        pair_id = folder if folder != "." else (PurePosixPath(store.uri()).name or "pair")
-        problem = _check_id(pair_id)
+        # NFC: a folder typed on macOS arrives in NFD and must name the same pair as its NFC spelling.
+        pair_id = normalize_name(folder if folder != "." else (PurePosixPath(store.uri()).name or "pair"))
+        problem = check_pair_id(pair_id)
         for side in ("0", "1"):
             if not found[side]:
                 problem = problem or f"no {side}.<image> in {store.uri(folder)}"
@@ -67,7 +58,7 @@ def discover_pairs(source: str, manifest: str | None = None) -> list[PairSpec]:
                 problem = problem or f"several {side}.* images: {', '.join(sorted(found[side]))}"
         uri = {s: store.uri(found[s][0]) if len(found[s]) == 1 else "" for s in ("0", "1")}
         pairs.append(PairSpec(id=pair_id, image0=uri["0"], image1=uri["1"], problem=problem))
-    return pairs
+    return _flag_duplicates(sorted(pairs, key=lambda p: p.id), "the source has it in two spellings (NFC and NFD)")
 
 
 def _from_manifest(store, manifest: str) -> list[PairSpec]:
@@ -93,15 +84,20 @@ def _from_manifest(store, manifest: str) -> list[PairSpec]:
 
     pairs = []
     for i, row in enumerate(rows):
-        pair_id = str(row.get("id") or f"pair-{i:04d}")
+        pair_id = normalize_name(str(row.get("id") or f"pair-{i:04d}"))
         spec = PairSpec(id=pair_id, image0=resolve(row.get("image0", "")), image1=resolve(row.get("image1", "")))
         missing = [s for s in ("image0", "image1") if not getattr(spec, s)]
-        spec.problem = _check_id(pair_id) or (f"manifest entry {i} lacks {', '.join(missing)}" if missing else None)
+        spec.problem = check_pair_id(pair_id) or (f"manifest entry {i} lacks {', '.join(missing)}" if missing else None)
         pairs.append(spec)
-    duplicates = {p.id for p in pairs if sum(q.id == p.id for q in pairs) > 1}
+    return _flag_duplicates(pairs, "it appears more than once in the manifest")
+
+
+def _flag_duplicates(pairs: list[PairSpec], why: str) -> list[PairSpec]:
+    """Pairs sharing one id would write one clip: each gets a problem instead (reported, never raised)."""
+    seen = collections.Counter(p.id for p in pairs)
     for p in pairs:
-        if p.id in duplicates:
-            p.problem = p.problem or f"pair id {p.id!r} appears more than once in the manifest"
+        if seen[p.id] > 1:
+            p.problem = p.problem or f"pair id {p.id!r} is not unique: {why}"
     return pairs
 
 
@@ -126,13 +122,18 @@ def download_pair(image0: str, image1: str, workdir: str) -> tuple[str, str]:
     return out[0], out[1]
 
 
-def photo_inputs(image0: str, image1: str) -> dict:
-    """The photos as a clip's fingerprint sees them: URIs plus a cheap content version (size+mtime / ETag)."""
+def photo_inputs(image0: str, image1: str, attempts: int = 6) -> dict:
+    """The photos as a clip's fingerprint sees them: URIs plus a cheap content version (size+mtime / ETag).
+
+    A missing photo has the version ''; a storage error is retried while transient (outside any task)
+    and then RAISED: an empty version taken during an outage went into the fingerprint, which then
+    never matched again, so every later run silently re-rendered the pair.
+    """
     versions = []
     for uri in (image0, image1):
+        store, name = split_uri(uri)
         try:
-            store, name = split_uri(uri)
-            versions.append(store.version(name))
-        except Exception:  # noqa: BLE001 - unreadable here means "unknown": the pair flow reports it
-            versions.append("")
+            versions.append(retry_transient(store.version, name, attempts=attempts))
+        except OSError as err:  # a local stat that failed for another reason than "missing"
+            raise StorageError(f"cannot read {uri}: {err.strerror or err}") from err
     return {"image0": image0, "image1": image1, "versions": versions}

@@ -32,7 +32,13 @@ def invert_pair(prepared: dict, lora: dict, model: ModelSpec, identity: str, con
         m.activate_lora(lora["uri"], lora["rank"])
         profile = StageProfile(m.dm.device)
         state = m.dm.pair_state(get_images(prepared["uri"]), config, profile)
-        store.write_bytes(name, state.to_bytes({"pair": prepared["hash"], "lora": str(lora["uri"])}))
+        data = state.to_bytes({"pair": prepared["hash"], "lora": str(lora["uri"])})
+        # Identical photos in two folders invert under one key at once: the first writer wins and
+        # both runs read that one object back (a recompute replaces a suspect one).
+        if recompute:
+            store.write_bytes(name, data)
+        else:
+            store.create(name, data)
     get_run_logger().info("inverted pair and estimated flow in %.1fs", sum(profile.seconds.values()))
     return {**out, **placement(), "computed": True, "unet_evals": sum(profile.unet_evals.values()),
             "seconds": dict(profile.seconds)}

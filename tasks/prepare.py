@@ -8,6 +8,7 @@ from dreammover.config import InterpolationConfig
 from dreammover.images import ImageInputError, load_image, prepare_pair
 
 from .artifacts import images_hash, put_images
+from .retry import retry_options
 from .storage import open_storage
 
 
@@ -31,7 +32,7 @@ def store_prepared(fit, image0: str, image1: str, cache: str, sources: tuple[str
     return {"uri": uri, "hash": h, "height": int(im0.shape[0]), "width": int(im0.shape[1])}
 
 
-@task(name="prepare-images", cache_policy=NO_CACHE)
+@task(name="prepare-images", cache_policy=NO_CACHE, **retry_options())
 def prepare_images(image0: str, image1: str, config: InterpolationConfig, cache: str,
                    sources: tuple[str, str] | None = None) -> dict:
     """Load (EXIF-aware) and prepare both photos; their hash is the pair's identity in every cache key.

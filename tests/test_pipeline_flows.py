@@ -320,7 +320,10 @@ def test_archive_state_is_partial_with_reason_and_reruns_follow_the_settings(pre
         (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
             "archive-report"])), limit=1, sort="CREATED_DESC")
         assert "broken pair" in artifact.data and "not a readable image" in artifact.data
-        links = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["clip-dog"])),
+        from tasks.names import artifact_key
+
+        key = artifact_key("clip", "dog", str(tmp_path / "out" / "dog.mp4"))  # per output, not one per pair name
+        links = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
                                       limit=1, sort="CREATED_DESC")
         assert links and links[0].data.endswith("/out/dog.mp4)")  # a link to the published clip
     assert calls["fit_lora"] == 1 and not (tmp_path / "out" / "_leases" / "dog.json").exists()
