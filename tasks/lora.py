@@ -44,8 +44,11 @@ def fit_pair_lora(prepared: dict, model: ModelSpec, identity: str, config: Inter
             # previous pair's name stand for it (MODELS.use drops the whole model on a raise as well).
             m.forget_lora()
         meta = {"rank": config.lora_rank, "adapter": "dreammover", "pair": prepared["hash"]}
-        uri = put_tensors(cache, name, state, meta)
-        m.active_lora = uri
+        # Identical photos in two folders fit one key at once: the first writer wins and both use its
+        # weights. Ours stay active only if they are what the URI holds (a recompute overwrites).
+        uri = put_tensors(cache, name, state, meta, overwrite=recompute)
+        if recompute:
+            m.active_lora = uri
         seconds = time.perf_counter() - start
     get_run_logger().info("fitted LoRA rank %d in %.1fs (loss %.4f -> %.4f)", config.lora_rank, seconds,
                           losses[0], losses[-1])
