@@ -48,3 +48,85 @@ def test_use_drops_the_model_on_any_exception_and_warns_once(caplog):
     with cache.use(spec, _Stand) as m:  # a successful task keeps it resident
         assert m is _Stand.built[1]
     assert cache.loads == 2
+
+
+# -- a failed fit on a one-worker pool -------------------------------------------------------------------
+
+
+def _inject_oom_in_lora_fits(on: bool) -> bool:
+    """Run in the worker process: every LoRA fit trains its steps, then raises CUDA out-of-memory.
+
+    Raised after the training loop, so the adapter is attached and trained when the error leaves
+    the fit: what an OOM late in a real fit (the heaviest stage) leaves behind.
+    """
+    import dreammover.lora as lora
+
+    real = getattr(lora, "_real_fit_steps", lora._fit_steps)
+    lora._real_fit_steps = real
+
+    def trained_then_out_of_memory(*args, **kwargs):
+        real(*args, **kwargs)
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by the test)")
+
+    lora._fit_steps = trained_then_out_of_memory if on else real
+    return on
+
+
+def _run(**kwargs) -> dict:
+    """An archive run's report, whether it ended Completed or Failed/Partial."""
+    from flows.archive import interpolate_archive
+
+    state = interpolate_archive(return_state=True, **kwargs)
+    return state.result() if state.is_completed() else state.result(raise_on_failure=False).report
+
+
+def _frames(output, pair: str) -> tuple[list[np.ndarray], dict]:
+    """The rendered (uint8, pre-encoding) frames of `pair` from its summary's cache URI, and the summary."""
+    import json
+
+    from tasks.artifacts import get_images
+
+    summary = json.loads((output / f"{pair}.json").read_text())
+    return get_images(summary["cache"]["frames"]), summary
+
+
+@pytest.mark.faults
+def test_failed_fit_on_a_resident_worker_leaves_no_trace_in_other_pairs_frames(prefect_env, tiny_model_dir,
+                                                                             tmp_path):
+    from distributed import Client, LocalCluster
+
+    from dreammover import InterpolationConfig
+    from fault_harness import FAST, distinct_pair
+    from flows.runners import GPU, WORKER_PRELOAD
+
+    model = ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="fp32")
+    # A LoRA strong enough that rendering with the wrong adapter changes uint8 frames.
+    config = InterpolationConfig(**{**FAST, "lora_steps": 4, "lora_lr": 5e-2})
+    distinct_pair(tmp_path / "src-a" / "a", 0)
+    distinct_pair(tmp_path / "src-b" / "b", 1)
+    cache = str(tmp_path / "cache")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, resources=GPU, dashboard_address=None,
+                      preload=[WORKER_PRELOAD]) as cluster, Client(cluster) as client:
+        common = dict(model=model, config=config, cache=cache, dask=cluster.scheduler_address)
+        # A fresh worker fits pair a's LoRA and renders it: the reference frames; a's LoRA is now active.
+        first = _run(source=str(tmp_path / "src-a"), output=str(tmp_path / "out1"), **common)
+        assert first["done"] == 1, first["pairs"]
+        fresh, _ = _frames(tmp_path / "out1", "a")
+
+        client.run(_inject_oom_in_lora_fits, True)
+        failed = _run(source=str(tmp_path / "src-b"), output=str(tmp_path / "out2"), **common)
+        (entry,) = failed["pairs"]
+        assert entry["status"] == "failed" and "out of memory" in entry["reason"].lower(), entry
+        client.run(_inject_oom_in_lora_fits, False)
+
+        # Pair a again on the same worker: its LoRA and inversion come from the cache, its frames are
+        # denoised anew (refresh=frames), with whatever adapter the worker holds.
+        again = _run(source=str(tmp_path / "src-a"), output=str(tmp_path / "out3"), refresh="frames", **common)
+        assert again["done"] == 1, again["pairs"]
+        frames, summary = _frames(tmp_path / "out3", "a")
+        pids = client.run(lambda: __import__("os").getpid())
+    assert len(pids) == 1  # one worker process ran all three runs (no restart hid the fault)
+    assert summary["stages"]["lora"]["status"] != "computed" and summary["stages"]["denoise"]["computed"] > 0
+    assert len(frames) == len(fresh) == FAST["num_frames"] + 2
+    differing = [i for i, (x, y) in enumerate(zip(fresh, frames)) if not np.array_equal(x, y)]
+    assert not differing, f"frames {differing} differ from a fresh worker's: the failed fit's adapter was used"
