@@ -112,18 +112,20 @@ def build_tiny_model(folder: str | Path, seed: int = 0) -> Path:
 
 
 def ensure_model(cache_dir: str | Path, spec: str = "tiny") -> Path:
-    """Return the named built model's folder under cache_dir, building it once (an explicit, named write)."""
+    """Return the named built model's folder under cache_dir, building it once (an explicit, named write).
+
+    Built into a unique temporary folder and renamed into place: processes that start at once each
+    build (the build is deterministic), the first rename wins and the others discard their copy.
+    """
+    from .atomic import publish_folder
+
     version = SPECS[spec]["version"]
-    folder = Path(cache_dir) / version
-    marker = folder / "TINY_VERSION"
-    if not (marker.exists() and marker.read_text() == version):
-        tmp = folder.with_name(folder.name + ".partial")
-        build_model(tmp, spec)
-        if folder.exists():
-            import shutil
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    return folder
+
+    def ready(folder: Path) -> bool:
+        marker = folder / "TINY_VERSION"
+        return marker.is_file() and marker.read_text() == version
+
+    return publish_folder(Path(cache_dir) / version, ready, lambda tmp: build_model(tmp, spec))
 
 
 def ensure_tiny_model(cache_dir: str | Path) -> Path:

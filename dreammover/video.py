@@ -5,6 +5,8 @@ mp4 is H.264 yuv420p with +faststart (plays while downloading), webm VP9, gif a 
 from __future__ import annotations
 
 import shutil
+import threading
+import uuid
 from pathlib import Path
 from typing import Sequence
 
@@ -29,8 +31,12 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: float = 10.0) -> Path:
-    """Write RGB uint8 frames as .mp4 (H.264 yuv420p), .webm, .gif, or a folder of PNGs (path without suffix)."""
+def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: float = 10.0,
+                ffmpeg_args: Sequence[str] = ()) -> Path:
+    """Write RGB uint8 frames as .mp4 (H.264 yuv420p), .webm, .gif, or a folder of PNGs (path without suffix).
+
+    ffmpeg_args: extra global ffmpeg options (e.g. ("-loglevel", "debug") to see why an encode fails).
+    """
     import ffmpeg
 
     path = Path(path)
@@ -44,25 +50,60 @@ def write_video(frames: Sequence[np.ndarray], path: str | Path, fps: float = 10.
     if path.suffix.lower() not in FORMATS:
         raise ValueError(f"unsupported output format {path.suffix!r}: use .mp4, .webm, .gif or a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")  # never leave a half-written clip at `path`
+    # Never a half-written clip at `path`; unique, so two writers of one clip (threads, containers) never
+    # share a temporary file.
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.partial{path.suffix}")
     stream = ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=fps)
     stream = ffmpeg.output(stream, str(tmp), r=fps, **FORMATS[path.suffix.lower()])
+    if ffmpeg_args:
+        stream = stream.global_args(*ffmpeg_args)
     # Streamed frame by frame: a 3 s 1080x1920 clip is 90 x 6 MB, too much to stack in memory at once.
     proc = ffmpeg.run_async(stream, cmd=ffmpeg_exe(), pipe_stdin=True, pipe_stderr=True, overwrite_output=True,
                             quiet=False)
+    # Read stderr while writing: once its pipe buffer (64 KB) is full, ffmpeg stops reading our frames.
+    log = _StderrTail(proc.stderr)
     try:
-        for f in frames:
-            proc.stdin.write(np.ascontiguousarray(f, dtype=np.uint8).tobytes())
-    except BrokenPipeError:
-        pass  # ffmpeg died early; its stderr says why
-    finally:
-        proc.stdin.close()
-    err = proc.stderr.read()
-    if proc.wait() != 0:
+        try:
+            for f in frames:
+                proc.stdin.write(np.ascontiguousarray(f, dtype=np.uint8).tobytes())
+        except BrokenPipeError:
+            pass  # ffmpeg died early; its stderr says why
+        finally:
+            proc.stdin.close()
+        code = proc.wait()
+        log.join()
+        if code != 0:
+            raise RuntimeError(f"ffmpeg failed writing {path}: {log.text()[-2000:]}")
+        tmp.replace(path)
+    except BaseException:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.join()  # the pipe ends with the process
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"ffmpeg failed writing {path}: {err.decode(errors='replace')[-500:]}")
-    tmp.replace(path)
+        raise
     return path
+
+
+class _StderrTail:
+    """Drains a pipe on a thread, keeping its last `keep` bytes (the end of ffmpeg's log says what failed)."""
+
+    def __init__(self, pipe, keep: int = 64 * 1024):
+        self._pipe, self._keep, self._data = pipe, keep, bytearray()
+        self._thread = threading.Thread(target=self._drain, name="ffmpeg-stderr", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        for chunk in iter(lambda: self._pipe.read1(65536), b""):
+            self._data += chunk
+            del self._data[:-self._keep]
+
+    def join(self) -> None:
+        self._thread.join()
+        self._pipe.close()
+
+    def text(self) -> str:
+        return self._data.decode(errors="replace")
 
 
 def write_png_frames(frames: Sequence[np.ndarray], folder: str | Path) -> Path:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import temp_sibling
 from .temporal_attention import WEIGHT_SUFFIXES, BackwardMotionWeights, temporal_attention_layers
 
 FORMAT = "dreammover-backward-motion-wv-wo-v1"
@@ -72,8 +73,11 @@ def save_backward_weights(weights: BackwardMotionWeights, path: str | Path, meta
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = temp_sibling(path)  # unique: two fits saving to one path never write into one file
     meta = {"format": FORMAT, **{k: str(v) for k, v in (metadata or {}).items()}}
-    save_file({k: t.float().cpu() for k, t in weights.state().items()}, str(tmp), metadata=meta)
-    tmp.replace(path)
+    try:
+        save_file({k: t.float().cpu() for k, t in weights.state().items()}, str(tmp), metadata=meta)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

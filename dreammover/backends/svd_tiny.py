@@ -80,18 +80,15 @@ def build_tiny_svd(folder: str | Path, seed: int = 0) -> Path:
 
 
 def ensure_tiny_svd(cache_dir: str | Path) -> Path:
-    """The tiny SVD folder under cache_dir, built once (an explicit, named write; atomic rename)."""
-    folder = Path(cache_dir) / TINY_SVD_VERSION
-    marker = folder / "TINY_VERSION"
-    if not (marker.exists() and marker.read_text() == TINY_SVD_VERSION):
-        import shutil
+    """The tiny SVD folder under cache_dir, built once (an explicit, named write; unique temp folder renamed
+    into place, so processes that build at once never share one: the first rename wins)."""
+    from ..atomic import publish_folder
 
-        tmp = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        build_tiny_svd(tmp)
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
-    return folder
+    def ready(folder: Path) -> bool:
+        marker = folder / "TINY_VERSION"
+        return marker.is_file() and marker.read_text() == TINY_SVD_VERSION
+
+    return publish_folder(Path(cache_dir) / TINY_SVD_VERSION, ready, build_tiny_svd)
 
 
 def build_svd_random(device: torch.device, dtype: torch.dtype, seed: int = 0) -> dict:
