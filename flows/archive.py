@@ -37,9 +37,10 @@ from tasks import leases
 from tasks.encode import FORMATS
 from tasks.ingest import PairSpec, discover_pairs, list_pairs
 from tasks.models import ModelSpec
-from tasks.storage import StorageError, TransientStorageError, open_storage, read_uri, retry_transient
+from tasks.storage import StorageError, TransientStorageError, open_storage, read_uri, retry_transient, uri_exists
 
-from . import archive_log
+from . import archive_leases, archive_log
+from .deployment_runs import run_on_deployment
 from .pair import PAIR_TIMEOUT, AnyConfig, Backend, Refresh, backend_config, fingerprint, interpolate_pair, summary_uri
 from .runners import cancel_pool_work, default_cache, gpu_pool, pool_runner, tag_pool_work
 
@@ -127,23 +128,34 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
         check_source(source, manifest, allow_empty)  # raises unless an empty source was allowed
 
     entries: dict[str, dict] = {}
-    todo = _plan(pairs, out, entries, dict(model=model, config=config, fps=fps, fmt=fmt, backend=backend), force)
+    wanted: dict[str, str] = {}  # pair id -> the fingerprint of the clip these settings give
+    todo = _plan(pairs, out, entries, dict(model=model, config=config, fps=fps, fmt=fmt, backend=backend), force,
+                 wanted)
     log.info("%d pair(s): %d to run, %d skipped, %d malformed", len(pairs), len(todo),
              sum(e["status"] == "skipped" for e in entries.values()),
              sum(e["status"] == "failed" for e in entries.values()))
     params = dict(config=config, model=model, fps=fps, cache=cache, refresh=refresh, backend=backend)
     outcome = "finished"
     try:
-        # Short leases renewed from a heartbeat thread while this run lives, released when it ends.
-        with leases.LeaseKeeper(out, run_id, leases.TTL, log=log) as keeper:
-            leased = _lease(todo, keeper, entries)
-            if pair_deployment:
-                _run_on_deployment(leased, params, pair_deployment, pair_timeout, entries)
-            elif dask:
-                with gpu_pool(dask) as address:
-                    _run_on_pool(leased, params, address, pair_timeout, parallel_pairs, entries)
-            else:
-                _run_here(leased, {**params, "dask": None}, entries)
+        # Short leases renewed from a heartbeat thread while this run lives, each released as soon as
+        # its pair ends (a run waiting for it goes on), the rest when the run ends.
+        with leases.LeaseKeeper(out, run_id, leases.TTL, log=log) as keeper, \
+                gpu_pool(None if pair_deployment else dask) as address:
+            def render(pairs_: list) -> None:
+                if not pairs_:
+                    return
+                if pair_deployment:
+                    run_on_deployment(pairs_, params, pair_deployment, pair_timeout, entries, keeper,
+                                      finished=keeper.release)
+                elif address:
+                    _run_on_pool(pairs_, params, address, pair_timeout, parallel_pairs, entries, keeper.release)
+                else:
+                    _run_here(pairs_, {**params, "dask": None}, entries, keeper.release)
+
+            mine, others = archive_leases.take(todo, keeper, entries)
+            render(mine)
+            archive_leases.wait_for_others(others, keeper, entries, functools.partial(_is_current, wanted),
+                                           render, pair_timeout, log)
     except BaseException as exc:  # cancellation (SIGTERM -> TerminationSignal), timeout, crash
         outcome = f"interrupted: {type(exc).__name__}"
         raise
@@ -151,6 +163,7 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
         for pair, clip in todo:
             entries.setdefault(pair.id, {"pair": pair.id, "status": "failed", "output": clip,
                                          "reason": f"not finished: the archive run was {outcome}"})
+        archive_leases.sweep(out, log)
         report = _report(entries, source, out, start, outcome)
     # One line, also for a Partial run (the engine's traceback of ArchiveIncomplete is filtered out).
     log.log(archive_log.level(report), "%s; report: %s", archive_log.one_line(report), report.get("report"))
@@ -165,19 +178,21 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
                   data=ArchiveIncomplete(message, report))
 
 
-def _plan(pairs: list[PairSpec], out, entries: dict, clip: dict, force: bool) -> list[tuple[PairSpec, str]]:
-    """Pairs to render; malformed ones and up-to-date ones go straight into `entries`."""
-    todo = []
+def _plan(pairs: list[PairSpec], out, entries: dict, clip: dict, force: bool,
+          wanted: Optional[dict] = None) -> list[tuple[PairSpec, str]]:
+    """Pairs to render; malformed ones and up-to-date ones go straight into `entries`; `wanted` gets
+    each pair's clip fingerprint (to tell later whether another run published that very clip)."""
+    todo, wanted = [], {} if wanted is None else wanted
     for pair in pairs:
         if pair.problem:  # checked first: a bad id must not reach out.uri()
             entries[pair.id] = {"pair": pair.id, "status": "failed", "reason": pair.problem}
             continue
         try:
             uri = out.uri(f"{pair.id}.{clip['fmt']}")
-            wanted = fingerprint(pair.image0, pair.image1, clip["model"], clip["config"], clip["fps"], clip["fmt"],
-                                 clip["backend"])
+            wanted[pair.id] = fingerprint(pair.image0, pair.image1, clip["model"], clip["config"], clip["fps"],
+                                          clip["fmt"], clip["backend"])
             previous = None if force else _summary(uri)
-            current = (previous is not None and previous.get("fingerprint") == wanted
+            current = (previous is not None and previous.get("fingerprint") == wanted[pair.id]
                        and retry_transient(out.exists, f"{pair.id}.{clip['fmt']}"))
         except (StorageError, ValueError) as err:  # after its retries: fail this pair, not the run
             entries[pair.id] = {"pair": pair.id, "status": "failed", "reason": _reason(err, "")}
@@ -200,17 +215,11 @@ def _summary(clip_uri: str) -> Optional[dict]:
         return None
 
 
-def _lease(todo, keeper: leases.LeaseKeeper, entries: dict) -> list[tuple[PairSpec, str]]:
-    """The pairs whose lease this run got (kept alive by `keeper`); the others are skipped."""
-    mine = []
-    for pair, clip in todo:
-        other = keeper.acquire(pair.id)
-        if other is None:
-            mine.append((pair, clip))
-        else:
-            entries[pair.id] = {"pair": pair.id, "status": "skipped", "output": clip,
-                                "reason": f"being rendered by another run ({other.get('holder')})"}
-    return mine
+def _is_current(wanted: dict, pair_id: str, clip: str) -> bool:
+    """Whether the clip at `clip` is there and is the one these settings give (its summary says so)."""
+    summary = _summary(clip)
+    return (summary is not None and summary.get("fingerprint") == wanted.get(pair_id)
+            and retry_transient(uri_exists, clip))
 
 
 def _done(pair: PairSpec, summary: dict) -> dict:
@@ -236,12 +245,14 @@ def _from_state(pair: PairSpec, state, clip: str) -> dict:
     return {"pair": pair.id, "status": "failed", "reason": _reason(exc, state.message or state.name)}
 
 
-def _run_here(todo, params: dict, entries: dict) -> None:
+def _run_here(todo, params: dict, entries: dict, finished=None) -> None:
     """One pair flow after the other in this process: they share the one loaded model."""
     for i, (pair, clip) in enumerate(todo, 1):
         get_run_logger().info("pair %d/%d: %s", i, len(todo), pair.id)
         state = interpolate_pair(pair.image0, pair.image1, clip, pair_id=pair.id, return_state=True, **params)
         entries[pair.id] = _from_state(pair, state, clip)
+        if finished is not None:
+            finished(pair.id)
 
 
 @task(name="run-pair", cache_policy=NO_CACHE)
@@ -253,7 +264,8 @@ def run_pair_on_pool(pair: PairSpec, clip: str, params: dict, address: str, time
     return _from_state(pair, state, clip)
 
 
-def _run_on_pool(todo, params: dict, address: str, timeout: float, parallel: int, entries: dict) -> None:
+def _run_on_pool(todo, params: dict, address: str, timeout: float, parallel: int, entries: dict,
+                 finished=None) -> None:
     """Pairs concurrently: a window of pair flows, refilled as soon as any of them ends; Dask places
     their model tasks on free GPUs.
 
@@ -285,6 +297,8 @@ def _run_on_pool(todo, params: dict, address: str, timeout: float, parallel: int
             for future in ended:
                 pair, deadline = running.pop(future)
                 _collect(pair, future, deadline, entries, cancel)
+                if finished is not None:
+                    finished(pair.id)
     finally:
         # Also catches what a timed-out pair submitted after its own cancel (it was between steps).
         _quietly(cancel)
@@ -327,41 +341,6 @@ def _pool_size(address: str) -> int:
 
     with Client(address, timeout=30) as client:
         return max(1, len(client.scheduler_info().get("workers", {})))
-
-
-def _run_on_deployment(todo, params: dict, deployment: str, timeout: float, entries: dict) -> None:
-    """Every pair as a flow run of `deployment` (its work pool's workers pick them up), then wait, bounded."""
-    from prefect.deployments import run_deployment
-
-    params = {**params, "config": params["config"].model_dump(), "model": params["model"].model_dump()}
-    started = [(pair, clip, run_deployment(deployment, timeout=0, as_subflow=True, parameters=dict(
-        image0=pair.image0, image1=pair.image1, output=clip, pair_id=pair.id, **params))) for pair, clip in todo]
-    deadline = time.monotonic() + timeout
-    for pair, clip, run in started:
-        run = _wait(run.id, deadline)
-        ok = run.state is not None and run.state.is_completed()
-        entries[pair.id] = {"pair": pair.id, "status": "done" if ok else "failed", "output": clip,
-                            "flow_run_id": str(run.id)}
-        if not ok:
-            entries[pair.id]["reason"] = run.state.message if run.state else "no final state"
-
-
-def _wait(flow_run_id, deadline: float, poll_seconds: float = 5.0):
-    """Poll until the flow run is final; past the deadline, cancel it and return it as it is."""
-    from prefect.client.orchestration import get_client
-    from prefect.states import Cancelling
-
-    with get_client(sync_client=True) as client:
-        while True:
-            run = client.read_flow_run(flow_run_id)
-            if run.state is not None and run.state.is_final():
-                return run
-            if time.monotonic() > deadline:
-                client.set_flow_run_state(flow_run_id, Cancelling(message="pair timed out"), force=True)
-                run.state = Failed(message=f"timed out in state {run.state.name if run.state else 'unknown'} "
-                                           "(no worker picked it up, or it ran too long); cancelled")
-                return run
-            time.sleep(poll_seconds)
 
 
 def _report(entries: dict, source: str, out, start: float, outcome: str) -> dict:
