@@ -7,6 +7,7 @@ import torch
 from prefect import get_run_logger, task
 
 from dreammover.config import InterpolationConfig
+from dreammover.denoise import auto_frames_per_batch
 from dreammover.profiling import StageProfile
 from dreammover.state import PairState
 
@@ -59,6 +60,16 @@ def denoise_fitting(dm, pair: PairState, deltas: list[float], config: Interpolat
     def run(batch: int) -> tuple[torch.Tensor, int]:
         return dm.denoise(pair, deltas, config.model_copy(update={"frames_per_batch": batch}), profile), batch
 
-    first = config.frames_per_batch if isinstance(config.frames_per_batch, int) else len(deltas)
-    return halving_on_oom(run, first, dm.device, lambda batch: get_run_logger().warning(
-        "out of memory: retrying the chunk with frames_per_batch=%d", batch))
+    return halving_on_oom(run, first_batch(dm, pair, deltas, config), dm.device,
+                          lambda batch: get_run_logger().warning(
+                              "out of memory: retrying the chunk with frames_per_batch=%d", batch))
+
+
+def first_batch(dm, pair: PairState, deltas: list[float], config: InterpolationConfig) -> int:
+    """frames_per_batch for the chunk's first try; "auto" is resolved HERE, on the worker that holds the
+    memory (the orchestrator sent len(deltas), so the memory plan of "auto" never ran on a pool worker)."""
+    if config.frames_per_batch != "auto":
+        return config.frames_per_batch
+    limit = auto_frames_per_batch(dm.components.unet, tuple(pair.z_T.shape[-2:]), dm.device, dm.dtype)
+    batches = -(-len(deltas) // limit) if deltas else 1
+    return max(1, -(-len(deltas) // batches))  # balanced, as dreammover.denoise.plan_chunks splits "auto"
