@@ -64,17 +64,21 @@ class S3Storage(Storage):
             raise _s3_error("write", self.uri(key), err) from err
         return self.uri(key)
 
-    def _head(self, key: str) -> dict | None:
+    def _read_or_none(self, key: str, call, read=lambda answer: answer):
+        """read(call(...)) for the object at `key`, None if there is none; other errors raise, sorted."""
         from botocore.exceptions import ClientError
 
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return read(call(Bucket=self.bucket, Key=self._key(key)))
         except ClientError as err:
             if _code(err) in _MISSING:
                 return None
             raise _s3_error("read", self.uri(key), err) from err
         except Exception as err:
             raise _s3_error("read", self.uri(key), err) from err
+
+    def _head(self, key: str) -> dict | None:
+        return self._read_or_none(key, self.client.head_object)
 
     def exists(self, key: str) -> bool:
         return self._head(key) is not None
@@ -107,17 +111,7 @@ class S3Storage(Storage):
         return self._conditional("write", key, self.client.put_object, Body=data, IfNoneMatch="*")
 
     def get_versioned(self, key: str) -> tuple[bytes, str] | None:
-        from botocore.exceptions import ClientError
-
-        try:
-            got = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-            return got["Body"].read(), got["ETag"]
-        except ClientError as err:
-            if _code(err) in _MISSING:
-                return None
-            raise _s3_error("read", self.uri(key), err) from err
-        except Exception as err:
-            raise _s3_error("read", self.uri(key), err) from err
+        return self._read_or_none(key, self.client.get_object, lambda got: (got["Body"].read(), got["ETag"]))
 
     def replace_if(self, key: str, data: bytes, version: str) -> bool:
         return self._conditional("write", key, self.client.put_object, Body=data, IfMatch=version)
