@@ -79,8 +79,7 @@ def test_the_memo_spares_rereading_unchanged_files(twins, tmp_path):
     assert source_identity(str(f), tmp_path) != first  # mtime moved: read again
 
 
-def test_concurrent_memo_writers_never_corrupt_it(twins, tmp_path):
-    a, _ = twins
+def test_concurrent_memo_writers_never_corrupt_it(tmp_path):
     files = []
     for i in range(8):
         files.append(tmp_path / f"f{i}.json")
@@ -96,12 +95,28 @@ def test_concurrent_memo_writers_never_corrupt_it(twins, tmp_path):
         except Exception as err:  # collected: the assertion names them
             errors.append(repr(err))
 
+    torn, stop = [], threading.Event()
+
+    def read_memo() -> None:  # what another process loading the memo at that moment sees
+        while not stop.is_set():
+            try:
+                json.loads((tmp_path / MEMO_NAME).read_bytes())
+            except FileNotFoundError:
+                pass
+            except ValueError as err:
+                torn.append(repr(err))
+
+    reader = threading.Thread(target=read_memo)
+    reader.start()
     threads = [threading.Thread(target=hash_all, args=(k,)) for k in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    stop.set()
+    reader.join()
     assert not errors, errors
+    assert not torn, f"{len(torn)} reads saw a half-written memo: {torn[:3]}"
     memo = json.loads((tmp_path / MEMO_NAME).read_text())  # whole JSON, never a torn write
     assert set(memo) <= {str(f.resolve()) for f in files}
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
