@@ -1,13 +1,14 @@
 """Load Stable Diffusion 1.5-style weights: hub id, diffusers folder, single-file checkpoint, `tiny`, `sd15-random`."""
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from .model_identity import source_identity
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 # Names built from config (no download): the CPU test model, and SD1.5's architecture with random weights.
@@ -20,7 +21,7 @@ class ModelLoadError(RuntimeError):
 
 @dataclass
 class ModelComponents:
-    """The pieces of a latent diffusion model DreamMover uses, plus a stable identity for cache keys."""
+    """The pieces of a latent diffusion model DreamMover uses, plus its identity by content for cache keys."""
 
     unet: Any
     vae: Any
@@ -46,16 +47,6 @@ def default_device() -> torch.device:
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("DREAMMOVER_HOME", Path.home() / ".cache" / "dreammover"))
-
-
-def _folder_identity(folder: Path) -> str:
-    """Hash of the folder's configs and weight-file sizes: changes when the weights change."""
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.suffix in {".json", ".safetensors", ".txt"}:
-            h.update(str(p.relative_to(folder)).encode())
-            h.update(p.read_bytes() if p.suffix == ".json" else str(p.stat().st_size).encode())
-    return h.hexdigest()[:16]
 
 
 def _offline_hint(name: str, err: Exception) -> ModelLoadError:
@@ -121,35 +112,35 @@ def load_components(model: str = DEFAULT_MODEL, vae: str | None = None, device: 
                  "fp32": torch.float32, "float32": torch.float32}[dtype]
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
 
+    home = Path(cache_dir or default_cache_dir())
     if model in BUILT_MODELS:  # built from config with a fixed seed, once, then loaded like any folder
         from .tiny import SPECS, ensure_model
-        source = str(ensure_model(Path(cache_dir or default_cache_dir()) / "models", model))
-        identity = SPECS[model]["version"]
+        source = str(ensure_model(home / "models", model))
+        identity = SPECS[model]["version"]  # our code defines its weights: the version names them
     else:
-        source, identity = model, model
+        source = identity = model
     path = Path(source)
     try:
         if path.is_file():
             if path.suffix != ".safetensors":
                 raise ModelLoadError(f"'{model}': only .safetensors checkpoints are loaded (pickled .ckpt/.bin are unsafe)")
             parts = _load_single_file(path, dtype, single_file_config)
-            identity = f"file:{path.name}:{path.stat().st_size}"
         elif path.is_dir():
             if not (path / "unet").is_dir():
                 raise ModelLoadError(f"'{model}' is a folder but not a diffusers model (no unet/ subfolder)")
             parts = _load_folder_or_hub(source, dtype, device)
-            if model not in BUILT_MODELS:
-                identity = f"dir:{path.name}:{_folder_identity(path)}"
         elif source.endswith((".safetensors", ".ckpt")) or source.startswith((".", "/")):
             raise ModelLoadError(f"model file or folder '{model}' does not exist")
         else:
             parts = _load_folder_or_hub(source, dtype, device)
+        if model not in BUILT_MODELS:  # after loading: a hub model is in the local cache by now
+            identity = source_identity(source, home)
         if vae:
             from diffusers import AutoencoderKL
             vp = Path(vae)
             parts["vae"] = (AutoencoderKL.from_single_file(vae, torch_dtype=dtype) if vp.is_file()
                             else AutoencoderKL.from_pretrained(vae, torch_dtype=dtype, use_safetensors=True))
-            identity += f"|vae={vae}"
+            identity += f"|vae={source_identity(vae, home)}"
     except ModelLoadError:
         raise
     except (OSError, ValueError, EnvironmentError) as err:

@@ -30,9 +30,9 @@ def fit_pair_lora(prepared: dict, model: ModelSpec, identity: str, config: Inter
     if store.exists(name) and not recompute:
         get_run_logger().info("reusing LoRA %s", key[:12])
         return {**out, "uri": store.uri(name)}
+    images = get_images(prepared["uri"])  # read before taking the model: a storage error then costs no reload
     with MODELS.use(model) as m:
         _check_identity(m.identity, identity)
-        images = get_images(prepared["uri"])
         start = time.perf_counter()
         emb = m.dm.encode_prompt(config.prompt)
         posterior = m.dm.encode_posterior(images)  # one VAE pass for z0 and the fit's sampled views

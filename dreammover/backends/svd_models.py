@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from ..models import ModelLoadError, _folder_identity, _offline_hint, _quiet_hub_progress, default_cache_dir, \
-    default_device
+from ..model_identity import source_identity
+from ..models import ModelLoadError, _offline_hint, _quiet_hub_progress, default_cache_dir, default_device
 from .svd_tiny import CLIP_MEAN, CLIP_STD, TINY_SVD_SIZE, TINY_SVD_VERSION, build_svd_random, ensure_tiny_svd
 
 DEFAULT_SVD_MODEL = "stabilityai/stable-video-diffusion-img2vid-xt"
@@ -18,7 +18,7 @@ SVD_MODEL_ALIASES = ("tiny-svd", "svd-random")
 
 @dataclass
 class SVDComponents:
-    """What the keyframe backend uses of an SVD checkpoint, plus a stable identity for cache keys."""
+    """What the keyframe backend uses of an SVD checkpoint, plus its identity by content for cache keys."""
 
     unet: Any
     vae: Any
@@ -84,30 +84,30 @@ def load_svd_components(model: str = DEFAULT_SVD_MODEL, vae: str | None = None,
     _quiet_hub_progress()
     device = torch.device(device) if device is not None else default_device()
     dtype = _dtype(device, dtype)
-    identity = model
+    identity, home = model, Path(cache_dir or default_cache_dir())
     try:
-        if model == "svd-random":
+        if model == "svd-random":  # built in memory with a fixed seed: the name is the weights
             parts = dict(build_svd_random(device, dtype), clip_mean=CLIP_MEAN, clip_std=CLIP_STD)
         else:
             source = model
             if model == "tiny-svd":
-                source = str(ensure_tiny_svd(Path(cache_dir or default_cache_dir()) / "models"))
+                source = str(ensure_tiny_svd(home / "models"))
                 identity = TINY_SVD_VERSION
             path = Path(source)
             if path.is_dir():
                 if not (path / "unet").is_dir() or not (path / "image_encoder").is_dir():
                     raise ModelLoadError(f"'{model}' is a folder but not a diffusers SVD model "
                                          "(needs unet/, vae/, image_encoder/, scheduler/)")
-                if model != "tiny-svd":
-                    identity = f"dir:{path.name}:{_folder_identity(path)}"
             elif path.is_file() or source.startswith((".", "/")):
                 raise ModelLoadError(f"SVD model '{model}' must be a diffusers folder or a hub id "
                                      f"(e.g. {DEFAULT_SVD_MODEL}), not a missing path or a single file")
             parts = _load_folder_or_hub(source, dtype)
+            if model != "tiny-svd":  # content of a folder, commit of a hub id (cached by now)
+                identity = source_identity(source, home)
         if vae:
             from diffusers import AutoencoderKLTemporalDecoder
             parts["vae"] = AutoencoderKLTemporalDecoder.from_pretrained(vae, torch_dtype=dtype, use_safetensors=True)
-            identity += f"|vae={vae}"
+            identity += f"|vae={source_identity(vae, home)}"
     except ModelLoadError:
         raise
     except (OSError, ValueError, EnvironmentError) as err:
