@@ -148,9 +148,10 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
                     run_on_deployment(pairs_, params, pair_deployment, pair_timeout, entries, keeper,
                                       finished=keeper.release)
                 elif address:
-                    _run_on_pool(pairs_, params, address, pair_timeout, parallel_pairs, entries, keeper.release)
+                    _run_on_pool(pairs_, params, address, pair_timeout, parallel_pairs, entries,
+                                 finished=keeper.release)
                 else:
-                    _run_here(pairs_, {**params, "dask": None}, entries, keeper.release)
+                    _run_here(pairs_, {**params, "dask": None}, entries, finished=keeper.release)
 
             mine, others = archive_leases.take(todo, keeper, entries)
             render(mine)
