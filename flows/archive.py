@@ -81,8 +81,8 @@ def check_writable(out, run_id: str) -> None:
     """Write and delete a probe object, so a bad output fails the run before any GPU work."""
     probe = f"_runs/.probe-{run_id}"
     try:
-        out.write_bytes(probe, b"")
-        out.delete(probe)
+        retry_transient(out.write_bytes, probe, b"")  # a throttled store is not an unwritable one
+        retry_transient(out.delete, probe)
     except (StorageError, OSError) as err:
         raise OutputNotWritable(f"output {out.uri()} is not writable: {err}") from err
 
