@@ -81,8 +81,8 @@ def check_writable(out, run_id: str) -> None:
     """Write and delete a probe object, so a bad output fails the run before any GPU work."""
     probe = f"_runs/.probe-{run_id}"
     try:
-        out.write_bytes(probe, b"")
-        out.delete(probe)
+        retry_transient(out.write_bytes, probe, b"")  # a throttled store is not an unwritable one
+        retry_transient(out.delete, probe)
     except (StorageError, OSError) as err:
         raise OutputNotWritable(f"output {out.uri()} is not writable: {err}") from err
 
@@ -148,9 +148,10 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
                     run_on_deployment(pairs_, params, pair_deployment, pair_timeout, entries, keeper,
                                       finished=keeper.release)
                 elif address:
-                    _run_on_pool(pairs_, params, address, pair_timeout, parallel_pairs, entries, keeper.release)
+                    _run_on_pool(pairs_, params, address, pair_timeout, parallel_pairs, entries,
+                                 finished=keeper.release)
                 else:
-                    _run_here(pairs_, {**params, "dask": None}, entries, keeper.release)
+                    _run_here(pairs_, {**params, "dask": None}, entries, finished=keeper.release)
 
             mine, others = archive_leases.take(todo, keeper, entries)
             render(mine)

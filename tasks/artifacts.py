@@ -17,7 +17,7 @@ import torch
 import dreammover
 from dreammover.config import INVERSION_FIELDS, LORA_FIELDS, InterpolationConfig
 
-from .storage import open_storage, read_uri
+from .storage import open_storage, read_uri, retry_transient
 
 # Knobs that change memory and speed, never the clip (the method guarantees batching-invariance).
 BATCHING_FIELDS = ("frames_per_batch", "decode_batch", "flow_chunk_rows")
@@ -81,9 +81,10 @@ def put_tensors(cache: str, key: str, tensors: dict[str, torch.Tensor], metadata
     data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                 metadata={k: str(v) for k, v in (metadata or {}).items()})
     store = open_storage(cache)
+    # Retried here: a transient error at the very end would otherwise retry the task, recomputing it all.
     if overwrite:
-        return store.write_bytes(key, data)
-    store.create(key, data)  # False: another producer was first; its object stands
+        return retry_transient(store.write_bytes, key, data)
+    retry_transient(store.create, key, data)  # False: another producer was first; its object stands
     return store.uri(key)
 
 

@@ -76,7 +76,8 @@ def test_manifest_ids_are_normalised(tmp_path):
 def test_artifact_keys_keep_accents_and_are_unique_per_name_and_output():
     from tasks.names import artifact_key
 
-    cafe, accented = artifact_key("clip", "cafe", "s3://out/a/cafe.mp4"), artifact_key("clip", "café", "s3://out/a/café.mp4")
+    cafe = artifact_key("clip", "cafe", "s3://out/a/cafe.mp4")
+    accented = artifact_key("clip", "café", "s3://out/a/café.mp4")
     assert cafe.startswith("clip-cafe-") and accented.startswith("clip-cafe-") and cafe != accented
     assert artifact_key("clip", NFC_NAME, "o").startswith("clip-ete-a-la-plage-2024-")
     # One spelling, one key: NFD and NFC of one name and output agree.

@@ -350,7 +350,7 @@ def test_archive_holds_short_leases_and_renews_them_while_it_runs(prefect_env, m
     lease = tmp_path / "out" / "_leases" / "dog.json"
     seen = []
 
-    def rendering(todo, params, entries):  # stands in for the pair flows: watches the lease meanwhile
+    def rendering(todo, params, entries, finished=None):  # stands in for the pair flows: watches the lease
         for _ in range(3):
             seen.append((time.time(), json.loads(lease.read_text())))
             time.sleep(0.8)
