@@ -101,3 +101,25 @@ def source_identity(source: str, home: str | Path, hub_cache: str | Path | None 
         return f"{kind}:{path.name}@sha256:{digest[:32]}"
     return f"hub:{source}@{hub_revision(source, hub_cache) or UNKNOWN_REVISION}"
 
+
+
+def visible_identity(source: str, home: str | Path, hub_cache: str | Path | None = None) -> str | None:
+    """`source_identity` where this machine can tell it without loading the model, else None: a path that
+    is not here, or a hub id not in the local cache (an orchestrator often has neither)."""
+    path = Path(source)
+    if path.is_file() or path.is_dir():
+        return source_identity(source, home, hub_cache)
+    if source.startswith((".", "/")) or source.endswith((".safetensors", ".ckpt")):
+        return None
+    revision = hub_revision(source, hub_cache)
+    return f"hub:{source}@{revision}" if revision else None
+
+
+def weights_changed(recorded: str | None, visible: str | None) -> bool:
+    """Whether the weights a clip was made with (its summary's model identity, `<source>|...`) differ from
+    the same source's weights now. False when either is unknown or they name different kinds of source
+    (a summary written before identities were by content): those cannot be compared, so not re-rendered."""
+    if not recorded or not visible:
+        return False
+    source = recorded.split("|", 1)[0]
+    return source.startswith(visible.split("@", 1)[0] + "@") and source != visible

@@ -33,6 +33,8 @@ from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from dreammover.config import InterpolationConfig
+from dreammover.model_identity import visible_identity, weights_changed
+from dreammover.models import default_cache_dir
 from tasks import leases
 from tasks.encode import FORMATS
 from tasks.ingest import PairSpec, discover_pairs, list_pairs
@@ -129,8 +131,11 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
 
     entries: dict[str, dict] = {}
     wanted: dict[str, str] = {}  # pair id -> the fingerprint of the clip these settings give
-    todo = _plan(pairs, out, entries, dict(model=model, config=config, fps=fps, fmt=fmt, backend=backend), force,
-                 wanted)
+    # The fingerprint names the model by its spec; a model retrained in place keeps its spec, so the
+    # weights as this machine sees them (content hash, hub commit) are compared with the summary's too.
+    weights = visible_identity(model.model, default_cache_dir()) if backend == "dreammover" else None
+    todo = _plan(pairs, out, entries, dict(model=model, config=config, fps=fps, fmt=fmt, backend=backend,
+                                           weights=weights), force, wanted)
     log.info("%d pair(s): %d to run, %d skipped, %d malformed", len(pairs), len(todo),
              sum(e["status"] == "skipped" for e in entries.values()),
              sum(e["status"] == "failed" for e in entries.values()))
@@ -194,6 +199,7 @@ def _plan(pairs: list[PairSpec], out, entries: dict, clip: dict, force: bool,
                                           clip["fmt"], clip["backend"])
             previous = None if force else _summary(uri)
             current = (previous is not None and previous.get("fingerprint") == wanted[pair.id]
+                       and not weights_changed(previous.get("model"), clip.get("weights"))
                        and retry_transient(out.exists, f"{pair.id}.{clip['fmt']}"))
         except (StorageError, ValueError) as err:  # after its retries: fail this pair, not the run
             entries[pair.id] = {"pair": pair.id, "status": "failed", "reason": _reason(err, "")}

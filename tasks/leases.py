@@ -172,7 +172,9 @@ class LeaseKeeper:
             return
         with ThreadPoolExecutor(max_workers=min(RENEW_THREADS, len(pairs)), thread_name_prefix="lease") as pool:
             for pair_id, kept in zip(pairs, pool.map(self._renew, pairs)):
-                if kept is False:
+                with self._lock:
+                    held = pair_id in self.held  # released meanwhile (its pair ended): not lost
+                if kept is False and held:
                     self.log.warning("lease %s: lost (gone, or taken over by another run after it expired); "
                                      "it may be rendered twice", pair_id)
                     with self._lock:

@@ -84,7 +84,8 @@ class ModelCache:
         """The resident model for `spec`, built by `loader` (default LoadedModel; tasks.svd's LoadedSVD)."""
         loader = loader or LoadedModel
         with self._lock:
-            if self._current is None or self._current.spec != spec or type(self._current) is not loader:
+            if (self._current is None or self._current.spec != spec or type(self._current) is not loader
+                    or _retrained(self._current)):
                 self._drop()
                 self._current = loader(spec)
                 self.loads += 1
@@ -129,6 +130,15 @@ MODELS = ModelCache()
 
 def _process_cache() -> ModelCache:
     return MODELS
+
+
+def _retrained(current) -> bool:
+    """Whether the resident model's files changed since it was loaded (a model retrained in place): serving
+    the old weights would render them again and again under a summary that no longer matches."""
+    from dreammover.model_identity import visible_identity, weights_changed
+    from dreammover.models import default_cache_dir
+
+    return weights_changed(current.identity, visible_identity(current.spec.model, default_cache_dir()))
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:

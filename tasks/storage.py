@@ -238,9 +238,12 @@ class LocalStorage(Storage):
     def replace_if(self, key: str, data: bytes, version: str) -> bool:
         path = self._path(key)
         try:
-            with self._locked(key):
+            with self._locked(key) as lock:
                 current = self._read_versioned(path)
-                if current is None or current[1] != version:
+                if current is None:
+                    lock.unlink()  # the key is gone: leave no lock file for it
+                    return False
+                if current[1] != version:
                     return False
                 self.write_bytes(key, data)
                 return True
@@ -252,7 +255,10 @@ class LocalStorage(Storage):
         try:
             with self._locked(key) as lock:
                 current = self._read_versioned(path)
-                if current is None or current[1] != version:
+                if current is None:
+                    lock.unlink()
+                    return False
+                if current[1] != version:
                     return False
                 path.unlink()
                 lock.unlink()  # waiters notice (inode check) and lock afresh: no lock files pile up

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -41,7 +42,10 @@ def test_replace_and_delete_apply_only_at_the_version_read(store):
         assert not store.delete_if("k", v3) and store.exists("k")
     assert store.delete_if("k", store.get_versioned("k")[1]) and not store.exists("k")
     assert not store.replace_if("k", b"x", v3) and not store.exists("k")  # gone: no resurrection
+    assert not store.delete_if("k", v3)
     assert store.list() == []  # no lock or temporary files show up as objects
+    if store.uri().startswith("/"):  # and none are left behind for a key that is gone
+        assert [p.name for p in Path(store.uri()).iterdir()] == []
 
 
 def test_eight_threads_writing_one_key_never_fail(store):
@@ -55,6 +59,28 @@ def test_racing_takeovers_of_an_expired_lease_have_exactly_one_holder(store):
     races = 200 if store.uri().startswith("/") else 50
     counts = takeover_races(store, races=races)
     assert counts == [1] * races, {n: counts.count(n) for n in set(counts)}
+
+
+def test_a_release_racing_the_heartbeat_is_not_reported_lost(tmp_path, caplog):
+    """A lease released (its pair ended) while a heartbeat was renewing it is gone, but not lost."""
+    from tasks import leases
+    from tasks.storage import LocalStorage
+
+    store = LocalStorage(tmp_path)
+    keeper = leases.LeaseKeeper(store, "run-a", ttl=60)
+    assert keeper.acquire("dog") is None
+    real_renew = leases.renew
+
+    def renew_after_release(store_, pair_id, holder, ttl):
+        keeper.release(pair_id)  # the pair ends while this beat is on its way
+        return real_renew(store_, pair_id, holder, ttl)
+    leases.renew = renew_after_release
+    try:
+        keeper.renew_all()
+    finally:
+        leases.renew = real_renew
+    assert keeper.held == set() and "lost" not in caplog.text
+    assert leases.current(store, "dog") is None
 
 
 def test_sweep_removes_only_expired_leases(store):
