@@ -299,8 +299,6 @@ def open_storage(uri: str | Path) -> Storage:
     uri = str(uri)
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
-        from .s3_storage import S3Storage
-
         if not parsed.netloc:
             raise StorageError(f"{uri}: no bucket in S3 URI")
         return S3Storage(parsed.netloc, parsed.path)

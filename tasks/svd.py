@@ -52,7 +52,7 @@ def load_svd_model(model: ModelSpec) -> dict:
         return {"identity": m.identity, "native_size": m.dm.components.native_size, **placement()}
 
 
-@task(name="prepare-svd-images", cache_policy=NO_CACHE)
+@task(name="prepare-svd-images", cache_policy=NO_CACHE, **retry_options())
 def prepare_svd_images(image0: str, image1: str, config: SVDKeyframeConfig, cache: str,
                        sources: tuple[str, str] | None = None) -> dict:
     """Both photos at the backend's working frame (16:9 crop or the inputs' aspect), stored under their hash.
@@ -87,7 +87,7 @@ def render_svd_pair(prepared: dict, model: ModelSpec, identity: str, config: SVD
         start = time.perf_counter()
         result = m.dm.interpolate(im0, im1, config, on_event=_log_progress())
         seconds = time.perf_counter() - start
-    put_images(cache, name, result.frames)
+    put_images(cache, name, result.frames, overwrite=recompute)  # content key: the first writer wins
     get_run_logger().info("rendered %d frames with SVD in %.1fs", len(result.frames), seconds)
     return {**out, **placement(), "computed": True, "count": len(result.frames),
             "unet_evals": int(sum(result.unet_evals.values())), "seconds": seconds,

@@ -97,6 +97,24 @@ def s3_store(url: str, bucket: str, prefix: str = "", attempts: int = 5):
     return S3Storage(bucket, prefix, client=client)
 
 
+@contextlib.contextmanager
+def faulty_s3_env(monkeypatch, tmp_path, buckets=("inputs", "outputs", "cache"), seed: int = 0):
+    """moto behind a FaultyProxy: boto3 in the code under test talks to the proxy (AWS_* env), and the
+    yielded `direct` client to moto itself (to look at what the store holds without faults)."""
+    import boto3
+
+    with moto_server() as upstream, FaultyProxy(upstream, seed=seed) as proxy:
+        nowhere = tmp_path / "no-aws-config"
+        for k, v in {**S3_ENV, "AWS_ENDPOINT_URL": proxy.url, "AWS_CONFIG_FILE": str(nowhere),
+                     "AWS_SHARED_CREDENTIALS_FILE": str(nowhere)}.items():
+            monkeypatch.setenv(k, v)
+        direct = boto3.client("s3", endpoint_url=upstream, region_name="us-east-1",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        for bucket in buckets:
+            direct.create_bucket(Bucket=bucket)
+        yield proxy, direct
+
+
 def _wait_http(url: str, seconds: float = 30.0) -> None:
     deadline = time.monotonic() + seconds
     while True:

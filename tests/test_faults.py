@@ -4,7 +4,6 @@ counted renders), not only that nothing crashed. See docs/reliability.md for the
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 
 from dreammover import InterpolationConfig
-from fault_harness import FAST, S3_ENV, CallCounter, FaultyProxy, distinct_pair, moto_server
+from fault_harness import FAST, CallCounter, distinct_pair, faulty_s3_env
 
 pytestmark = pytest.mark.faults
 
@@ -49,19 +48,8 @@ def _statuses(report: dict) -> dict[str, str]:
 
 @pytest.fixture
 def faulty_s3(monkeypatch, tmp_path):
-    """moto behind a FaultyProxy; boto3 (the code under test) talks to the proxy, `direct` to moto."""
-    import boto3
-
-    with moto_server() as upstream, FaultyProxy(upstream, seed=7) as proxy:
-        nowhere = tmp_path / "no-aws-config"
-        for k, v in {**S3_ENV, "AWS_ENDPOINT_URL": proxy.url, "AWS_CONFIG_FILE": str(nowhere),
-                     "AWS_SHARED_CREDENTIALS_FILE": str(nowhere)}.items():
-            monkeypatch.setenv(k, v)
-        direct = boto3.client("s3", endpoint_url=upstream, region_name="us-east-1",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
-        for bucket in ("inputs", "outputs", "cache"):
-            direct.create_bucket(Bucket=bucket)
-        yield proxy, direct
+    with faulty_s3_env(monkeypatch, tmp_path, seed=7) as env:
+        yield env
 
 
 def _keys(client, bucket: str, prefix: str = "") -> list[str]:

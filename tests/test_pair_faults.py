@@ -8,24 +8,13 @@ import time
 
 import pytest
 
-from fault_harness import S3_ENV, FaultyProxy, moto_server
+from fault_harness import faulty_s3_env
 
 
 @pytest.fixture
 def faulty_s3(monkeypatch, tmp_path):
-    """moto behind a FaultyProxy; boto3 (the code under test) talks to the proxy, `direct` to moto."""
-    import boto3
-
-    with moto_server() as upstream, FaultyProxy(upstream, seed=3) as proxy:
-        nowhere = tmp_path / "no-aws-config"
-        for k, v in {**S3_ENV, "AWS_ENDPOINT_URL": proxy.url, "AWS_CONFIG_FILE": str(nowhere),
-                     "AWS_SHARED_CREDENTIALS_FILE": str(nowhere)}.items():
-            monkeypatch.setenv(k, v)
-        direct = boto3.client("s3", endpoint_url=upstream, region_name="us-east-1",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
-        for bucket in ("inputs", "outputs"):
-            direct.create_bucket(Bucket=bucket)
-        yield proxy, direct
+    with faulty_s3_env(monkeypatch, tmp_path, buckets=("inputs", "outputs"), seed=3) as env:
+        yield env
 
 
 def _storage_tasks():
@@ -36,7 +25,7 @@ def _storage_tasks():
 
     found = {}
     for module in ("tasks.ingest", "tasks.prepare", "tasks.encode", "tasks.upload", "tasks.invert",
-                   "tasks.denoise", "tasks.decode", "tasks.lora"):
+                   "tasks.denoise", "tasks.decode", "tasks.lora", "tasks.svd"):
         for value in vars(importlib.import_module(module)).values():
             if isinstance(value, Task):
                 found[value.name] = value
