@@ -1,59 +1,27 @@
 """The studio's job API without a browser: queue, progress, preview, cancel, limits, re-render without UNet work."""
-import io
 import json
-import time
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from dreammover.config import InterpolationConfig
 from dreammover.sample import sample_pair
 from dreammover.video import read_video
 
 pytest.importorskip("multipart")
-from fastapi.testclient import TestClient  # noqa: E402
 
-from studio.app import Limits  # noqa: E402
-from studio.cli import build  # noqa: E402
-
-TINY = InterpolationConfig(size=64, num_frames=2, lora_steps=2, num_inference_steps=10, inversion_steps=4,
-                           feature_step=2)
-
-
-def _png(arr) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
+from studio.limits import StudioLimits  # noqa: E402
+from test_studio_kit import png as _png, studio_client, submit as _submit, wait as _wait  # noqa: E402
 
 
 @pytest.fixture()
 def studio(tiny_dm, tmp_path):
-    app, runner = build(tiny_dm, tmp_path / "home", TINY, Limits(upload_bytes=200_000, pixels=300_000))
-    with TestClient(app) as client:
-        yield client, runner
-    runner.stop()
-
-
-def _submit(client, **form):
-    a, b = sample_pair(64)
-    files = {"image0": ("a.png", _png(a), "image/png"), "image1": ("b.png", _png(b), "image/png")}
-    return client.post("/jobs", files=files, data=form)
-
-
-def _wait(client, job_id, states=("done", "failed", "cancelled"), timeout=120):
-    end = time.time() + timeout
-    while time.time() < end:
-        job = client.get(f"/jobs/{job_id}").json()
-        if job["state"] in states:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} stuck in {job}")
+    with studio_client(tiny_dm, tmp_path / "home", limits=StudioLimits(upload_bytes=200_000, pixels=300_000)) as s:
+        yield s
 
 
 def test_job_runs_with_progress_preview_and_clip(studio, tmp_path):
     client, runner = studio
-    r = _submit(client, frames="2")
+    r = _submit(client, frames="2", formats="gif")
     assert r.status_code == 201, r.text
     job = r.json()
     assert job["state"] in ("queued", "running") and job["settings"]["num_frames"] == 2
@@ -112,8 +80,8 @@ def test_bad_uploads_are_refused_before_queueing(studio):
     r = client.post("/jobs", files={"image0": ("n.png", _png(noise), "image/png"),
                                     "image1": ("a.png", _png(a), "image/png")})
     assert r.status_code == 413 and "photo 1" in r.json()["detail"]
-    assert _submit(client, frames="500").json()["detail"].endswith("the limit is 64")
-    assert "unknown preset" in _submit(client, preset="tiktok").json()["detail"]
+    assert _submit(client, frames="500").json()["detail"] == "num_frames: 500 is more than the limit of 64"
+    assert _submit(client, preset="tiktok").json()["detail"].startswith("preset: unknown 'tiktok'")
     assert "num_frames" in _submit(client, settings='{"num_frames": 0}').json()["detail"]
     assert client.post("/jobs", data={"preset": "raw"}).status_code == 422
     assert client.get("/jobs").json() == []  # nothing was queued
