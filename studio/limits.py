@@ -146,7 +146,7 @@ def plain(err: ValidationError, prefix: str = "") -> str:
         }.get(kind)
         if words is None:  # a model validator's own sentence ('give both width and height, or neither')
             words = str(ctx.get("error") or e["msg"]).removeprefix("Value error, ")
-            said.append(words if not e["loc"] else f"{loc}: {words}")
+            said.append(f"{loc}: {words}")
         else:
             said.append(f"{loc} {words}")
     return "; ".join(said)

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from dreammover.config import InterpolationConfig
 from dreammover.presets import PRESETS, ClipPreset, output_size
 
-from .limits import StudioLimits, check_clip, check_settings, plain
+from .limits import StudioLimits, check_bounds, check_clip, check_settings, plain
 from .svd_jobs import BACKENDS, SVDKeyframeConfig
 
 SHARED = ("num_frames", "size", "seed")  # settings both backends have
@@ -88,6 +88,7 @@ def parse(form: Form, start: dict, defaults: Defaults, limits: StudioLimits):
     if isinstance(fields.get("prompt"), str) and len(fields["prompt"]) > limits.prompt_chars:
         raise HTTPException(400, f"prompt: {len(fields['prompt'])} characters is more than the limit of "
                                  f"{limits.prompt_chars}")
+    check_bounds(fields, limits.field_bounds())  # ours first: they name the limit, and catch 10**30 early
     try:
         config = cls(**fields)
     except ValidationError as err:
@@ -95,6 +96,7 @@ def parse(form: Form, start: dict, defaults: Defaults, limits: StudioLimits):
     except ValueError as err:  # a model_post_init rule (e.g. inversion_steps > num_inference_steps)
         raise HTTPException(400, f"settings: {err}") from None
     check_settings(config, limits)
+    check_bounds(clip_over, limits.clip_bounds(), "clip.")
     try:
         clip = PRESETS[form.preset].model_validate({**PRESETS[form.preset].model_dump(), **clip_over})
     except ValidationError as err:
