@@ -43,8 +43,11 @@ def test_job_runs_with_progress_preview_and_clip(studio, tmp_path):
     assert clip.status_code == 200 and clip.headers["content-type"] == "video/mp4"
     (tmp_path / "c.mp4").write_bytes(clip.content)
     assert len(read_video(tmp_path / "c.mp4")) == 4
-    gif = client.get(f"/jobs/{job['id']}/clip?format=gif")
-    assert gif.content[:3] == b"GIF"
+    gif = client.get(f"/jobs/{job['id']}/clip?format=gif")  # encoded with the job, as asked: served as it is
+    assert gif.content[:3] == b"GIF" and len(gif.content) == done["outputs"]["gif"]["bytes"]
+    assert set(done["outputs"]) == {"mp4", "gif"} and done["outputs"]["gif"]["estimate_bytes"] > 0
+    webm = client.get(f"/jobs/{job['id']}/clip?format=webm")  # not asked for: no encoding on a click
+    assert webm.status_code == 404 and "render it again with webm" in webm.json()["detail"]
     assert client.get(f"/jobs/{job['id']}/frames").content[:2] == b"PK"
     hist = client.get("/jobs").json()
     assert hist[0]["id"] == job["id"] and hist[0]["settings"]["size"] == 64

@@ -95,9 +95,13 @@ def test_long_blend_rerender_memory_and_cancel_during_encoding(tiny_dm, tmp_path
         assert src["state"] == "done", src
         peak = Peak()
         job = client.post(f"/jobs/{src['id']}/again", data={"settings": json.dumps(LONG)}).json()
-        seen = []
+        seen, fetched = [], []
         while (j := client.get(f"/jobs/{job['id']}").json())["state"] not in ("done", "failed", "cancelled"):
             seen.append((j["stage"], j["progress"], j["eta"]))
+            if j["stage"] == "encoding" and len(fetched) < 3:  # no lock: another clip downloads meanwhile
+                t = time.perf_counter()
+                assert client.get(f"/jobs/{src['id']}/clip").status_code == 200
+                fetched.append(time.perf_counter() - t)
             time.sleep(0.1)
         peak.stop()
         assert j["state"] == "done", j
@@ -107,6 +111,7 @@ def test_long_blend_rerender_memory_and_cancel_during_encoding(tiny_dm, tmp_path
         enc = [p for s, p, _ in seen if s == "encoding"]
         assert len(set(enc)) >= 5 and enc == sorted(enc)  # progress moves through encoding, never back
         assert any(e is not None for s, _, e in seen if s == "encoding")  # with an ETA
+        assert len(fetched) == 3 and max(fetched) < 1.0, fetched
         print(f"7200-frame blend at 256x256: Python +{peak.py / MiB:.0f} MiB, ffmpeg {peak.child / MiB:.0f} MiB")
 
         # the same re-render, cancelled while it encodes: it stops, and no clip is left behind
