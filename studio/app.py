@@ -51,13 +51,13 @@ def create_app(store, runner, default_config: InterpolationConfig | None = None,
         principal = request.state.principal
         if principal is None:
             return signin.signin_page()
-        return HTMLResponse(
-            PAGE.replace("__PRESETS__", json.dumps({k: v.model_dump() for k, v in PRESETS.items()}))
-                .replace("__LIMITS__", json.dumps(limits.model_dump())).replace("__DEFAULTS__", json.dumps(defaults.base))
-                .replace("__SVD__", json.dumps(svd_ready))
-                .replace("__USER__", json.dumps({"name": principal.name, "admin": principal.admin,
-                                                 "auth": auth.enabled})),
-            headers={"Cache-Control": "no-store"})
+        values = {"__PRESETS__": {k: v.model_dump() for k, v in PRESETS.items()}, "__LIMITS__": limits.model_dump(),
+                  "__DEFAULTS__": defaults.base, "__SVD__": svd_ready,
+                  "__USER__": {"name": principal.name, "admin": principal.admin, "auth": auth.enabled}}
+        html = PAGE
+        for key, value in values.items():  # JSON in a <script>: '</' must not end it early
+            html = html.replace(key, json.dumps(value).replace("</", "<\\/"))
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
     @app.get("/presets")
     def presets(request: Request) -> dict:

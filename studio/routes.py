@@ -74,10 +74,11 @@ def router(ctx: Context) -> APIRouter:
         outputs = {f: {"state": "queued", **S.describe_output(f, config, clip, hw, limits)} for f in formats}
         return config, clip, outputs, plan, S.warnings_for(images, config, clip)
 
-    def queue(principal: Principal, config, clip, outputs, plan, warns, source: str | None, inputs) -> dict:
+    def queue(principal: Principal, config, clip, outputs, plan, warns, source: str | None, inputs,
+              names: list[str]) -> dict:
         cfg = {"backend": "svd" if isinstance(config, S.SVDKeyframeConfig) else "dreammover", **config.model_dump()}
         job_id = store.create(cfg, clip.model_dump(), source=source, owner=principal.name, outputs=outputs,
-                              warnings=warns)
+                              warnings=warns, names=names)
         inputs(store.folder(job_id))
         store.update(job_id, state="queued", stage="queued", eta=plan.get("seconds"))  # now the runner sees it
         runner.wake()
@@ -97,13 +98,12 @@ def router(ctx: Context) -> APIRouter:
         principal = who(request)
         form = S.Form(preset, settings, frames, size, prompt, seed, backend, formats)
         S.parse(form, ctx.defaults.base, ctx.defaults, limits)  # settings first: cheap, no photo decoded
-        images = []
-        for label, up in (("photo 1", image0), ("photo 2", image1)):
-            name = (up.filename or "upload")[:80]
+        images, names = [], [(up.filename or "upload")[:80] for up in (image0, image1)]
+        for label, up, name in (("photo 1", image0, names[0]), ("photo 2", image1, names[1])):
             images.append(await run_in_threadpool(check_image, up.file, f"{label} ({name})", limits))
         prepared = await run_in_threadpool(prepare, principal, form, ctx.defaults.base, images)
         return await run_in_threadpool(queue, principal, *prepared, None,
-                                       lambda folder: save_inputs(folder, images))
+                                       lambda folder: save_inputs(folder, images), names)
 
     @api.post("/jobs/{job_id}/again", status_code=201)
     def again(request: Request, job_id: str, preset: str = Form("raw"), settings: str = Form("{}"),
@@ -121,7 +121,7 @@ def router(ctx: Context) -> APIRouter:
             for name in ("in0.png", "in1.png", "thumb0.jpg", "thumb1.jpg"):
                 shutil.copy(folder / name, new / name)
 
-        return queue(principal, *prepared, job_id, inputs)
+        return queue(principal, *prepared, job_id, inputs, src.get("names") or [])
 
     @api.get("/jobs")
     def history(request: Request, limit: int = 50) -> list[dict]:

@@ -12,9 +12,9 @@ STATES = ("uploading", "queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")
 _COLUMNS = ("id", "state", "stage", "progress", "eta", "error", "settings", "preset", "source", "created",
             "started", "finished", "frames", "unet_evals", "seconds", "previews", "owner", "attempts", "outputs",
-            "warnings")
-_ADDED = {"owner": "TEXT", "attempts": "INTEGER DEFAULT 0", "outputs": "TEXT", "warnings": "TEXT"}
-_JSON = ("settings", "preset", "unet_evals", "seconds", "outputs", "warnings")
+            "warnings", "names")
+_ADDED = {"owner": "TEXT", "attempts": "INTEGER DEFAULT 0", "outputs": "TEXT", "warnings": "TEXT", "names": "TEXT"}
+_JSON = ("settings", "preset", "unet_evals", "seconds", "outputs", "warnings", "names")
 
 
 class JobStore:
@@ -39,16 +39,17 @@ class JobStore:
         return self.home / "jobs" / job_id
 
     def create(self, settings: dict, preset: dict, source: str | None = None, owner: str | None = None,
-               outputs: dict | None = None, warnings: list[str] | None = None) -> str:
+               outputs: dict | None = None, warnings: list[str] | None = None,
+               names: list[str] | None = None) -> str:
         """A new job in state 'uploading': the runner ignores it until `update(id, state='queued')`."""
         job_id = uuid.uuid4().hex[:12]
         self.folder(job_id).mkdir(parents=True)
         with self._lock, self._db:
             self._db.execute("INSERT INTO jobs (id, state, stage, progress, settings, preset, source, created, "
-                             "owner, attempts, outputs, warnings) "
-                             "VALUES (?, 'uploading', 'uploading', 0, ?, ?, ?, ?, ?, 0, ?, ?)",
+                             "owner, attempts, outputs, warnings, names) "
+                             "VALUES (?, 'uploading', 'uploading', 0, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
                              (job_id, json.dumps(settings), json.dumps(preset), source, time.time(), owner,
-                              json.dumps(outputs or {}), json.dumps(warnings or [])))
+                              json.dumps(outputs or {}), json.dumps(warnings or []), json.dumps(names or [])))
         return job_id
 
     def update(self, job_id: str, **fields) -> None:
