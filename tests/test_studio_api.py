@@ -109,3 +109,18 @@ def test_openapi_and_docs(studio):
     assert {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/events", "/jobs/{job_id}/preview"} <= set(spec["paths"])
     assert client.get("/docs").status_code == 200
     assert 'id="f0"' in client.get("/").text
+
+
+def test_heavy_crop_and_big_upscale_are_warned_as_the_cli_does(studio):
+    client, _ = studio
+    pano, square = np.zeros((64, 256, 3), np.uint8), np.zeros((64, 64, 3), np.uint8)
+    files = {"image0": ("square.png", _png(square), "image/png"), "image1": ("pano.png", _png(pano), "image/png")}
+    job = client.post("/jobs", files=files, data={"preset": "reel"}).json()
+    crop = [w for w in job["warnings"] if w.startswith("photo 2 is 256x64: 'cover' keeps only its centre")]
+    assert crop and "25%" in crop[0]
+    up = [w for w in job["warnings"] if w.startswith("the clip is upscaled")]
+    assert up == ["the clip is upscaled 30x from the 64x64 render to 1080x1920: it will look soft (use a larger size)"]
+    plain = _submit(client).json()  # the same size for a raw clip: nothing to say
+    assert plain["warnings"] == []
+    for j in (job, plain):
+        client.delete(f"/jobs/{j['id']}")
