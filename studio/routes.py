@@ -13,6 +13,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -26,6 +28,8 @@ from .store import FINAL
 from .uploads import check_image, save_inputs, stored_images
 
 MEDIA = {"mp4": "video/mp4", "webm": "video/webm", "gif": "image/gif"}
+# Uploads decoded and saved at once; more wait their turn, so a burst of submits cannot starve status polls.
+UPLOAD_WORKERS = 2
 
 
 @dataclass
@@ -49,6 +53,7 @@ def who(request: Request) -> Principal:
 def router(ctx: Context) -> APIRouter:
     api = APIRouter()
     store, runner, limits = ctx.store, ctx.runner, ctx.limits
+    gate: dict = {}
 
     def job_or_404(job_id: str, principal: Principal) -> dict:
         job = store.get(job_id)
@@ -98,12 +103,17 @@ def router(ctx: Context) -> APIRouter:
         principal = who(request)
         form = S.Form(preset, settings, frames, size, prompt, seed, backend, formats)
         S.parse(form, ctx.defaults.base, ctx.defaults, limits)  # settings first: cheap, no photo decoded
-        images, names = [], [(up.filename or "upload")[:80] for up in (image0, image1)]
-        for label, up, name in (("photo 1", image0, names[0]), ("photo 2", image1, names[1])):
-            images.append(await run_in_threadpool(check_image, up.file, f"{label} ({name})", limits))
-        prepared = await run_in_threadpool(prepare, principal, form, ctx.defaults.base, images)
-        return await run_in_threadpool(queue, principal, *prepared, None,
-                                       lambda folder: save_inputs(folder, images), names)
+        names = [(up.filename or "upload")[:80] for up in (image0, image1)]
+
+        def work() -> dict:  # decode, check, estimate, save: all CPU, all in a worker thread
+            images = [check_image(up.file, f"{label} ({name})", limits)
+                      for label, up, name in (("photo 1", image0, names[0]), ("photo 2", image1, names[1]))]
+            prepared = prepare(principal, form, ctx.defaults.base, images)
+            return queue(principal, *prepared, None, lambda folder: save_inputs(folder, images), names)
+
+        if "uploads" not in gate:  # made on first use: it belongs to the running event loop
+            gate["uploads"] = anyio.CapacityLimiter(UPLOAD_WORKERS)
+        return await anyio.to_thread.run_sync(work, limiter=gate["uploads"])
 
     @api.post("/jobs/{job_id}/again", status_code=201)
     def again(request: Request, job_id: str, preset: str = Form("raw"), settings: str = Form("{}"),

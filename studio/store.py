@@ -25,6 +25,10 @@ class JobStore:
         (self.home / "jobs").mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.home / "studio.sqlite", check_same_thread=False)
         self._lock = threading.Lock()
+        # WAL: readers (status polls, event streams) never wait for a writer's fsync; NORMAL syncs at
+        # checkpoints, so a power cut may lose the last progress update but never corrupts the database.
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
         with self._lock, self._db:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, state TEXT, stage TEXT, progress REAL, "

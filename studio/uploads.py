@@ -39,7 +39,7 @@ def check_image(file, label: str, limits: StudioLimits):
 def save_inputs(folder: Path, images) -> None:
     """The photos as PNG (EXIF applied) plus small thumbnails for the page."""
     for i, im in enumerate(images):
-        im.save(folder / f"in{i}.png")
+        im.save(folder / f"in{i}.png", compress_level=1)  # lossless either way; level 1 is ~10x faster
         t = im.copy()
         t.thumbnail((256, 256))
         t.save(folder / f"thumb{i}.jpg", quality=85)
