@@ -1,5 +1,7 @@
 """The studio's job API without a browser: queue, progress, preview, cancel, limits, re-render without UNet work."""
+import io
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -48,7 +50,8 @@ def test_job_runs_with_progress_preview_and_clip(studio, tmp_path):
     assert set(done["outputs"]) == {"mp4", "gif"} and done["outputs"]["gif"]["estimate_bytes"] > 0
     webm = client.get(f"/jobs/{job['id']}/clip?format=webm")  # not asked for: no encoding on a click
     assert webm.status_code == 404 and "render it again with webm" in webm.json()["detail"]
-    assert client.get(f"/jobs/{job['id']}/frames").content[:2] == b"PK"
+    frames_zip = zipfile.ZipFile(io.BytesIO(client.get(f"/jobs/{job['id']}/frames").content))  # streamed
+    assert frames_zip.testzip() is None and frames_zip.namelist() == [f"{i:04d}.png" for i in range(4)]
     hist = client.get("/jobs").json()
     assert hist[0]["id"] == job["id"] and hist[0]["settings"]["size"] == 64
     assert client.get(hist[0]["links"]["thumbs"][2]).status_code == 200

@@ -9,7 +9,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from studio.auth import COOKIE, UserStore  # noqa: E402
 from studio.cli import studio_app  # noqa: E402
-from test_studio_kit import AUTH, TOKEN, studio_client, submit, wait  # noqa: E402
+from test_studio_kit import AUTH, studio_client, submit, wait  # noqa: E402
 
 
 def _add(home, name, *extra) -> str:
