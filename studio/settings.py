@@ -154,6 +154,8 @@ def estimate(config, image_hw: tuple[int, int], limits: StudioLimits, components
     out = {"unet_passes": passes, "seconds": seconds}
     if components is not None:
         plan = plan_run(config, image_hw, components)
+        if not plan.notes:  # a queued job runs later: judge it by the device's whole memory, not what the
+            plan.available_bytes = _total_memory(plan.available_bytes, components)  # running job leaves free
         if not plan.fits:
             raise HTTPException(400, f"settings: this job does not fit in memory here: {plan.summary()}; "
                                      "use a smaller size or fewer frames per batch")
@@ -169,6 +171,22 @@ def describe_output(fmt: str, config, clip: ClipPreset, photo_hw: tuple[int, int
 
     hw = working_size(photo_hw[0], photo_hw[1], config.size or 1024)
     return Output(fmt, config.num_frames + 2, clip, hw, limits.gif_side, limits.gif_fps).describe()
+
+
+def _total_memory(free: int | None, components) -> int | None:
+    """The device's total memory (GPU), or the host's MemTotal; `free` when neither can be read."""
+    import torch
+
+    device = getattr(components, "device", torch.device("cpu"))
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[1])
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return free
 
 
 def warnings_for(images, config, clip: ClipPreset) -> list[str]:
