@@ -1,59 +1,29 @@
 """The studio's job API without a browser: queue, progress, preview, cancel, limits, re-render without UNet work."""
 import io
 import json
-import time
+import zipfile
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from dreammover.config import InterpolationConfig
 from dreammover.sample import sample_pair
 from dreammover.video import read_video
 
 pytest.importorskip("multipart")
-from fastapi.testclient import TestClient  # noqa: E402
 
-from studio.app import Limits  # noqa: E402
-from studio.cli import build  # noqa: E402
-
-TINY = InterpolationConfig(size=64, num_frames=2, lora_steps=2, num_inference_steps=10, inversion_steps=4,
-                           feature_step=2)
-
-
-def _png(arr) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
+from studio.limits import StudioLimits  # noqa: E402
+from test_studio_kit import png as _png, studio_client, submit as _submit, wait as _wait  # noqa: E402
 
 
 @pytest.fixture()
 def studio(tiny_dm, tmp_path):
-    app, runner = build(tiny_dm, tmp_path / "home", TINY, Limits(upload_bytes=200_000, pixels=300_000))
-    with TestClient(app) as client:
-        yield client, runner
-    runner.stop()
-
-
-def _submit(client, **form):
-    a, b = sample_pair(64)
-    files = {"image0": ("a.png", _png(a), "image/png"), "image1": ("b.png", _png(b), "image/png")}
-    return client.post("/jobs", files=files, data=form)
-
-
-def _wait(client, job_id, states=("done", "failed", "cancelled"), timeout=120):
-    end = time.time() + timeout
-    while time.time() < end:
-        job = client.get(f"/jobs/{job_id}").json()
-        if job["state"] in states:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} stuck in {job}")
+    with studio_client(tiny_dm, tmp_path / "home", limits=StudioLimits(upload_bytes=200_000, pixels=300_000)) as s:
+        yield s
 
 
 def test_job_runs_with_progress_preview_and_clip(studio, tmp_path):
     client, runner = studio
-    r = _submit(client, frames="2")
+    r = _submit(client, frames="2", formats="gif")
     assert r.status_code == 201, r.text
     job = r.json()
     assert job["state"] in ("queued", "running") and job["settings"]["num_frames"] == 2
@@ -75,9 +45,13 @@ def test_job_runs_with_progress_preview_and_clip(studio, tmp_path):
     assert clip.status_code == 200 and clip.headers["content-type"] == "video/mp4"
     (tmp_path / "c.mp4").write_bytes(clip.content)
     assert len(read_video(tmp_path / "c.mp4")) == 4
-    gif = client.get(f"/jobs/{job['id']}/clip?format=gif")
-    assert gif.content[:3] == b"GIF"
-    assert client.get(f"/jobs/{job['id']}/frames").content[:2] == b"PK"
+    gif = client.get(f"/jobs/{job['id']}/clip?format=gif")  # encoded with the job, as asked: served as it is
+    assert gif.content[:3] == b"GIF" and len(gif.content) == done["outputs"]["gif"]["bytes"]
+    assert set(done["outputs"]) == {"mp4", "gif"} and done["outputs"]["gif"]["estimate_bytes"] > 0
+    webm = client.get(f"/jobs/{job['id']}/clip?format=webm")  # not asked for: no encoding on a click
+    assert webm.status_code == 404 and "render it again with webm" in webm.json()["detail"]
+    frames_zip = zipfile.ZipFile(io.BytesIO(client.get(f"/jobs/{job['id']}/frames").content))  # streamed
+    assert frames_zip.testzip() is None and frames_zip.namelist() == [f"{i:04d}.png" for i in range(4)]
     hist = client.get("/jobs").json()
     assert hist[0]["id"] == job["id"] and hist[0]["settings"]["size"] == 64
     assert client.get(hist[0]["links"]["thumbs"][2]).status_code == 200
@@ -112,8 +86,8 @@ def test_bad_uploads_are_refused_before_queueing(studio):
     r = client.post("/jobs", files={"image0": ("n.png", _png(noise), "image/png"),
                                     "image1": ("a.png", _png(a), "image/png")})
     assert r.status_code == 413 and "photo 1" in r.json()["detail"]
-    assert _submit(client, frames="500").json()["detail"].endswith("the limit is 64")
-    assert "unknown preset" in _submit(client, preset="tiktok").json()["detail"]
+    assert _submit(client, frames="500").json()["detail"] == "num_frames: 500 is more than the limit of 64"
+    assert _submit(client, preset="tiktok").json()["detail"].startswith("preset: unknown 'tiktok'")
     assert "num_frames" in _submit(client, settings='{"num_frames": 0}').json()["detail"]
     assert client.post("/jobs", data={"preset": "raw"}).status_code == 422
     assert client.get("/jobs").json() == []  # nothing was queued
@@ -138,3 +112,18 @@ def test_openapi_and_docs(studio):
     assert {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/events", "/jobs/{job_id}/preview"} <= set(spec["paths"])
     assert client.get("/docs").status_code == 200
     assert 'id="f0"' in client.get("/").text
+
+
+def test_heavy_crop_and_big_upscale_are_warned_as_the_cli_does(studio):
+    client, _ = studio
+    pano, square = np.zeros((64, 256, 3), np.uint8), np.zeros((64, 64, 3), np.uint8)
+    files = {"image0": ("square.png", _png(square), "image/png"), "image1": ("pano.png", _png(pano), "image/png")}
+    job = client.post("/jobs", files=files, data={"preset": "reel"}).json()
+    crop = [w for w in job["warnings"] if w.startswith("photo 2 is 256x64: 'cover' keeps only its centre")]
+    assert crop and "25%" in crop[0]
+    up = [w for w in job["warnings"] if w.startswith("the clip is upscaled")]
+    assert up == ["the clip is upscaled 30x from the 64x64 render to 1080x1920: it will look soft (use a larger size)"]
+    plain = _submit(client).json()  # the same size for a raw clip: nothing to say
+    assert plain["warnings"] == []
+    for j in (job, plain):
+        client.delete(f"/jobs/{j['id']}")

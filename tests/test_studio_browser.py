@@ -5,21 +5,19 @@ Skipped, with the reason, where chromium/chromedriver or selenium are missing; C
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from dreammover.sample import write_sample_pair
 
-ROOT = Path(__file__).resolve().parents[1]
+from test_studio_kit import TOKEN, Server
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 REQUIRED = os.environ.get("STUDIO_REQUIRE_BROWSER") == "1"  # CI: a missing browser is a failure, not a skip
@@ -38,44 +36,11 @@ try:
 except ImportError:
     _skip("selenium is not installed (pip install selenium)")
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 TINY = dict(size=64, num_frames=2, lora_steps=6, num_inference_steps=10, inversion_steps=4, feature_step=2)
-
-
-class Server:
-    """`python -m studio` on a free port, as a user would start it; restartable on the same job folder."""
-
-    def __init__(self, model: Path, home: Path, config: Path):
-        self.model, self.home, self.config, self.proc = model, home, config, None
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> "Server":
-        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-        self.log = open(self.home.parent / "server.log", "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "studio", "studio", "--model", str(self.model),
-                                      "--device", "cpu", "--home", str(self.home), "--config", str(self.config),
-                                      "--port", str(self.port)], env=env, stdout=self.log, stderr=self.log)
-        end = time.time() + 120
-        while time.time() < end:
-            assert self.proc.poll() is None, (self.home.parent / "server.log").read_text()[-2000:]
-            try:
-                urllib.request.urlopen(self.url + "/jobs", timeout=2)
-                return self
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError("studio server did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
-        self.log.close()
-
-    def jobs(self) -> list[dict]:
-        return json.load(urllib.request.urlopen(self.url + "/jobs"))
+EVIL = '<img src=x onerror="window.pwned=1">'
+EVIL_NAME = "<img src=x onerror=window.pwned=2>"  # no quotes: browsers send '"' in a file name as %22
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +88,16 @@ def _shot(drv, name: str) -> None:
         drv.save_screenshot(str(Path(os.environ["STUDIO_SCREENSHOTS"]) / name))
 
 
-def _choose(drv, server, a, b, frames: int) -> None:
+def _signin(drv, server, token: str = TOKEN) -> None:
     drv.get(server.url + "/")
+    if drv.find_elements(By.ID, "signin"):
+        drv.find_element(By.ID, "token").send_keys(token)
+        drv.find_element(By.ID, "signin-go").click()
+        WebDriverWait(drv, 20).until(lambda d: d.find_elements(By.ID, "f0"))
+
+
+def _choose(drv, server, a, b, frames: int) -> None:
+    _signin(drv, server)
     drv.find_element(By.ID, "f0").send_keys(str(a))
     drv.find_element(By.ID, "f1").send_keys(str(b))
     frames_box = drv.find_element(By.ID, "frames")
@@ -134,9 +107,29 @@ def _choose(drv, server, a, b, frames: int) -> None:
     drv.execute_script("window.seen = []; setInterval(() => seen.push(+document.getElementById('bar').value), 20);")
 
 
-def test_upload_progress_clip_plays_and_downloads(server, photos, browser):
+def _post_from_page(drv, paths: tuple[Path, Path], names: tuple[str, str], prompt: str, frames: int = 2,
+                    settings: str = "{}") -> dict:
+    """POST /jobs from the signed-in page (its cookie), with any file names and prompt."""
+    d0, d1 = (base64.b64encode(p.read_bytes()).decode() for p in paths)
+    return drv.execute_async_script("""
+        const [d0, d1, n0, n1, prompt, frames, settings, done] = arguments;
+        const bytes = d => Uint8Array.from(atob(d), c => c.charCodeAt(0));
+        const f = new FormData();
+        f.append('image0', new File([bytes(d0)], n0, {type: 'image/png'}));
+        f.append('image1', new File([bytes(d1)], n1, {type: 'image/png'}));
+        f.append('prompt', prompt); f.append('frames', String(frames)); f.append('settings', settings);
+        fetch('/jobs', {method: 'POST', body: f}).then(r => r.json()).then(done);""",
+                                    d0, d1, names[0], names[1], prompt, frames, settings)
+
+
+def test_signin_submit_progress_download_signout(server, photos, browser):
     a, b, _ = photos
+    browser.get(server.url + "/")
+    browser.find_element(By.ID, "token").send_keys("wrong-token")
+    browser.find_element(By.ID, "signin-go").click()
+    assert "not valid" in WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "signin-msg").text)
     _choose(browser, server, a, b, frames=2)
+    assert "signed in as admin" in browser.find_element(By.ID, "user").text
     assert browser.find_element(By.ID, "t1").get_attribute("src").startswith("blob:")  # thumbnails shown
     browser.find_element(By.ID, "go").click()
     wait = WebDriverWait(browser, 120, poll_frequency=0.05)
@@ -146,11 +139,15 @@ def test_upload_progress_clip_plays_and_downloads(server, photos, browser):
         "const v = document.getElementById('clip'); return v.readyState >= 1 && v.duration > 0 && v.duration"))
     assert duration > 0
     _shot(browser, "done.png")
-    assert browser.find_element(By.ID, "msg").text == ""
+    assert browser.find_element(By.ID, "msg").text == "" and browser.find_element(By.ID, "jobmsg").text == ""
     browser.find_element(By.ID, "dl-mp4").click()
     clip = wait.until(lambda d: [p for p in d.downloads.glob("*.mp4")])
     assert clip[0].stat().st_size > 0 and clip[0].read_bytes()[4:8] == b"ftyp"
     assert [j["state"] for j in server.jobs()] == ["done"]
+    browser.find_element(By.ID, "signout-go").click()
+    WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.ID, "signin"))
+    status = browser.execute_async_script("fetch('/jobs').then(r => arguments[0](r.status))")
+    assert status == 401  # the cookie is gone
 
 
 def test_non_image_shows_error_and_queues_nothing(server, photos, browser):
@@ -163,16 +160,104 @@ def test_non_image_shows_error_and_queues_nothing(server, photos, browser):
     assert len(server.jobs()) == before
 
 
-def test_cancel_mid_run(server, photos, browser):
+def test_empty_frames_box_is_said_not_silently_defaulted(server, photos, browser):
+    a, b, _ = photos
+    before = len(server.jobs())
+    _choose(browser, server, a, b, frames=2)
+    browser.find_element(By.ID, "frames").clear()
+    browser.find_element(By.ID, "go").click()
+    assert browser.find_element(By.ID, "msg").text.startswith("In-between frames is empty")
+    assert len(server.jobs()) == before
+
+
+def test_html_in_prompt_and_file_name_is_shown_escaped(server, photos, browser):
+    a, b, text = photos
+    _signin(browser, server)
+    job = _post_from_page(browser, (a, b), (f"{EVIL_NAME}.png", "<b>two</b>.png"), f"a cat {EVIL}")
+    assert job["state"] in ("queued", "running"), job
+    bad = _post_from_page(browser, (a, text), ("a.png", f"{EVIL_NAME}.txt"), "")  # refused, naming the file
+    browser.get(server.url + "/")
+    row = WebDriverWait(browser, 30).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, f"li.hist[data-id='{job['id']}']"))
+    assert f"a cat {EVIL}" in row.text and f"{EVIL_NAME}.png → <b>two</b>.png" in row.text  # shown as text
+    assert row.find_elements(By.CSS_SELECTOR, "img[src=x]") == []  # not as markup
+    assert [e.text for e in row.find_elements(By.TAG_NAME, "b")] == ["raw"]  # only the page's own bold
+    browser.execute_script("say(arguments[0])", bad["detail"])  # the page's own way to show an error
+    assert EVIL_NAME in browser.find_element(By.ID, "msg").text
+    time.sleep(0.5)  # an injected onerror would have run by now
+    assert browser.execute_script("return window.pwned") is None
+
+
+def test_cancel_mid_run_shows_in_the_job_panel(server, photos, browser):
     a, b, _ = photos
     _choose(browser, server, a, b, frames=64)  # long enough to be caught running
     browser.find_element(By.ID, "go").click()
     wait = WebDriverWait(browser, 120, poll_frequency=0.05)
     wait.until(lambda d: d.execute_script("return seen.some(v => v > 0)"))
     browser.find_element(By.ID, "cancel").click()
-    assert wait.until(lambda d: d.find_element(By.ID, "msg").text) == "Cancelled."
+    assert wait.until(lambda d: d.find_element(By.ID, "jobmsg").text) == "Cancelled."
+    assert browser.find_element(By.ID, "msg").text == ""  # not under the form
     job = server.jobs()[0]
     assert job["state"] == "cancelled" and job["progress"] < 1
+
+
+def test_second_tab_follows_a_running_job_and_the_menu_keeps_its_choice(server, photos, browser):
+    a, b, _ = photos
+    _signin(browser, server)
+    slow = _post_from_page(browser, (a, b), ("a.png", "b.png"), "", 8, json.dumps({"lora_steps": 400}))
+    first = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    try:
+        browser.get(server.url + "/")
+        link = WebDriverWait(browser, 20).until(
+            lambda d: d.find_element(By.CSS_SELECTOR, f"#queue a[data-id='{slow['id']}']"))
+        assert slow["id"] not in link.text  # a readable label, not a raw id
+        link.click()
+        bar = browser.find_element(By.ID, "bar")
+        start = float(bar.get_property("value"))
+        WebDriverWait(browser, 60).until(lambda d: float(bar.get_property("value")) > start)
+        # the re-render menu of a finished job keeps its choice across the page's 5 s refreshes
+        done = [j for j in server.jobs() if j["state"] == "done"][0]
+        menu = Select(browser.find_element(By.CSS_SELECTOR, f"li.hist[data-id='{done['id']}'] .again-preset"))
+        menu.select_by_value("gif-loop")
+        time.sleep(5.5)  # at least one refresh while the running job's row changes
+        menu = Select(browser.find_element(By.CSS_SELECTOR, f"li.hist[data-id='{done['id']}'] .again-preset"))
+        assert menu.first_selected_option.get_attribute("value") == "gif-loop"
+        browser.find_element(By.ID, "cancel").click()  # a job followed from a second tab can be cancelled there
+        assert WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "jobmsg").text) == "Cancelled."
+    finally:
+        browser.close()
+        browser.switch_to.window(first)
+
+
+def test_phone_layout_tap_targets_and_show_plays_on_screen(server, browser):
+    browser.set_window_size(390, 844)
+    try:
+        _signin(browser, server)
+        WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "li.hist[data-state=done]"))
+        width = browser.execute_script("return window.innerWidth")
+        assert width <= 400
+        small = browser.execute_script("""
+            const out = [];
+            for (const el of document.querySelectorAll('button, select, a, input:not([type=file]):not([type=checkbox])')) {
+              const r = el.getBoundingClientRect();
+              if (r.width && r.height && r.height < 40) out.push(`${el.tagName}#${el.id}.${el.className} ${r.height}`);
+            }
+            for (const el of document.querySelectorAll('.formats label, .drop')) {
+              if (el.getBoundingClientRect().height < 40) out.push('label ' + el.textContent);
+            }
+            return out;""")
+        assert small == []
+        show = browser.find_element(By.CSS_SELECTOR, "li.hist[data-state=done] a.open")
+        browser.execute_script("arguments[0].scrollIntoView()", show)
+        show.click()
+        visible = WebDriverWait(browser, 30).until(lambda d: d.execute_script("""
+            const v = document.getElementById('clip'), r = v.getBoundingClientRect();
+            return !v.paused && v.currentTime > 0 && r.top >= -1 && r.top < window.innerHeight && r.height > 50"""))
+        assert visible
+        _shot(browser, "phone.png")
+    finally:
+        browser.set_window_size(1280, 1000)
 
 
 def test_history_lists_finished_job_after_restart(server, browser):
@@ -180,7 +265,7 @@ def test_history_lists_finished_job_after_restart(server, browser):
     assert done
     server.stop()
     server.start()
-    browser.get(server.url + "/")
+    _signin(browser, server)
     items = WebDriverWait(browser, 30).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, "li.hist[data-state=done]"))
     assert [i.get_attribute("data-id") for i in items] == done

@@ -1,4 +1,7 @@
 """The library hook the studio uses (interpolate(on_event=...)), the Prefect backend (stubbed), `--preset`."""
+import json
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -49,14 +52,12 @@ def test_cancel_from_the_callback_stops_at_the_next_step(tiny_dm):
     assert not tiny_dm.components.unet.training
 
 
-def test_prefect_backend_submits_polls_and_cancels(tmp_path):
-    from studio.prefect_backend import PrefectBackend
+def _fake_prefect(tmp_path, names):
+    """run_deployment + a client whose flow run goes through `names`; on Completed it leaves what the real
+    flow leaves: the frames artifact in the cache and the summary naming it next to the clip."""
+    from tasks.artifacts import put_images
 
-    from dreammover.events import Event
-    from dreammover.video import write_video
-
-    states = iter(["Scheduled", "Running", "Completed"])
-    submitted = {}
+    submitted, states, made = {}, iter(names), [np.full((32, 32, 3), 9 * i + 1, np.uint8) for i in range(4)]
 
     def run_deployment(name, parameters, timeout):
         submitted.update(name=name, timeout=timeout, **parameters)
@@ -74,7 +75,8 @@ def test_prefect_backend_submits_polls_and_cancels(tmp_path):
         def read_flow_run(self, run_id):
             name = next(states)
             if name == "Completed":
-                write_video([np.full((32, 32, 3), 9 * i, np.uint8) for i in range(4)], submitted["output"])
+                uri = put_images(str(tmp_path / "cache"), "frames/abc.safetensors", made)
+                Path(submitted["output"]).with_suffix(".json").write_text(json.dumps({"cache": {"frames": uri}}))
             st = SimpleNamespace(name=name, message=None, is_final=lambda: name == "Completed",
                                  is_completed=lambda: name == "Completed", is_running=lambda: name == "Running")
             return SimpleNamespace(name="r", state=st)
@@ -82,21 +84,46 @@ def test_prefect_backend_submits_polls_and_cancels(tmp_path):
         def set_flow_run_state(self, run_id, state, force=False):
             self.cancelled.append(run_id)
 
+    return run_deployment, Client, submitted, made
+
+
+def test_prefect_backend_submits_polls_and_cancels(tmp_path):
+    from studio.prefect_backend import PrefectBackend
+
+    from dreammover.events import Event
+
+    run_deployment, Client, submitted, made = _fake_prefect(tmp_path, ["Scheduled", "Running", "Completed"])
     backend = PrefectBackend("interpolate-pair/gpu", poll_seconds=0, run_deployment=run_deployment,
                              client_factory=Client)
     seen = []
     frames, stats = backend.run(tmp_path, CFG, seen.append)
     assert submitted["name"] == "interpolate-pair/gpu" and submitted["timeout"] == 0
     assert submitted["config"]["num_frames"] == 3 and submitted["image0"].endswith("in0.png")
-    assert len(frames) == 4 and stats["flow_run"] == "run-1" and isinstance(seen[0], Event)
-    states = iter(["Running"] * 3)
+    # the frames artifact, bit for bit (decoding the H.264 clip would not give these back)
+    assert len(frames) == 4 and all(np.array_equal(a, b) for a, b in zip(frames, made))
+    assert stats["flow_run"] == "run-1" and isinstance(seen[0], Event)
+
+    run_deployment, Client, _, _ = _fake_prefect(tmp_path, ["Running"] * 3)
 
     def cancel(ev):
         raise Cancelled("user")
 
     with pytest.raises(Cancelled):
-        backend.run(tmp_path, CFG, cancel)
+        PrefectBackend("d/x", poll_seconds=0, run_deployment=run_deployment, client_factory=Client).run(
+            tmp_path, CFG, cancel)
     assert Client.cancelled == ["run-1"]
+
+
+def test_prefect_backend_deadline_fails_the_job_and_cancels_the_run(tmp_path):
+    from studio.prefect_backend import DeadlineExceeded, PrefectBackend
+
+    run_deployment, Client, _, _ = _fake_prefect(tmp_path, ["Running"] * 1000)
+    backend = PrefectBackend("d/x", poll_seconds=0.01, run_deployment=run_deployment, client_factory=Client,
+                             deadline_seconds=0.2)
+    start = time.monotonic()
+    with pytest.raises(DeadlineExceeded, match="did not finish within the deadline"):
+        backend.run(tmp_path, CFG, lambda ev: None)
+    assert time.monotonic() - start < 5 and Client.cancelled == ["run-1"]
 
 
 def test_cli_preset(tiny_model_dir, tmp_path):

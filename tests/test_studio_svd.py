@@ -1,54 +1,26 @@
 """The studio's svd backend without a browser: an svd job's clip, presets on it, refusals before queueing, events."""
-import io
 import json
 import time
 
 import pytest
-from PIL import Image
 
-from dreammover.config import InterpolationConfig
 from dreammover.events import Cancelled
 from dreammover.sample import sample_pair
 from dreammover.video import read_video
 
 pytest.importorskip("multipart")
-from fastapi.testclient import TestClient  # noqa: E402
 
-from studio.cli import build  # noqa: E402
+from studio.limits import StudioLimits  # noqa: E402
+from test_studio_kit import studio_client, submit as _submit, wait as _wait  # noqa: E402
 
-TINY = InterpolationConfig(size=64, num_frames=2, lora_steps=2, num_inference_steps=10, inversion_steps=4,
-                           feature_step=2)
 FAST_SVD = json.dumps(dict(num_inference_steps=2, noise_injection_steps=1, guidance_scale=1.0))
-
-
-def _png(arr) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _submit(client, **form):
-    a, b = sample_pair(64)
-    files = {"image0": ("a.png", _png(a), "image/png"), "image1": ("b.png", _png(b), "image/png")}
-    return client.post("/jobs", files=files, data=form)
-
-
-def _wait(client, job_id, timeout=120):
-    end = time.time() + timeout
-    while time.time() < end:
-        job = client.get(f"/jobs/{job_id}").json()
-        if job["state"] in ("done", "failed", "cancelled"):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} stuck in {job}")
 
 
 @pytest.fixture()
 def svd_studio(tiny_dm, tmp_path):
-    app, runner = build(tiny_dm, tmp_path / "home", TINY, svd_model="tiny-svd")
-    with TestClient(app) as client:
-        yield client, runner
-    runner.stop()
+    # steps up to 500: the cancel test needs a job long enough to be caught sampling
+    with studio_client(tiny_dm, tmp_path / "home", svd_model="tiny-svd", limits=StudioLimits(steps=500)) as s:
+        yield s
 
 
 def test_svd_job_gives_n_plus_2_frames_and_presets_apply(svd_studio, tmp_path):
@@ -86,7 +58,7 @@ def test_svd_job_gives_n_plus_2_frames_and_presets_apply(svd_studio, tmp_path):
 def test_bad_backend_requests_are_refused_before_queueing(tiny_dm, svd_studio, tmp_path):
     client, _ = svd_studio
     r = _submit(client, backend="sora")
-    assert r.status_code == 400 and "unknown backend 'sora'" in r.json()["detail"]
+    assert r.status_code == 400 and r.json()["detail"].startswith("backend: unknown 'sora'")
     r = _submit(client, backend="svd", prompt="a cat")
     assert r.status_code == 400 and "no prompt" in r.json()["detail"]
     r = _submit(client, backend="svd", settings=json.dumps({"lora_steps": 3}))  # a DreamMover-only field
@@ -94,15 +66,11 @@ def test_bad_backend_requests_are_refused_before_queueing(tiny_dm, svd_studio, t
     r = _submit(client, backend="svd", settings=json.dumps({"backward_weights": "/etc/passwd"}))
     assert r.status_code == 400 and "backward_weights" in r.json()["detail"]
     assert client.get("/jobs").json() == []
-    app, runner = build(tiny_dm, tmp_path / "plain", TINY)  # no --svd-model
-    try:
-        with TestClient(app) as plain:
-            r = _submit(plain, backend="svd")
-            assert r.status_code == 400 and "--svd-model" in r.json()["detail"]
-            assert plain.get("/jobs").json() == []
-            assert "SVD = false" in plain.get("/").text
-    finally:
-        runner.stop()
+    with studio_client(tiny_dm, tmp_path / "plain") as (plain, _):  # no --svd-model
+        r = _submit(plain, backend="svd")
+        assert r.status_code == 400 and "--svd-model" in r.json()["detail"]
+        assert plain.get("/jobs").json() == []
+        assert "SVD = false" in plain.get("/").text
 
 
 def test_svd_backend_reports_stages_in_order_and_cancels(dreammover_home):
