@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import json
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from dreammover.config import InterpolationConfig
 from dreammover.presets import PRESETS
@@ -32,7 +34,14 @@ def create_app(store, runner, default_config: InterpolationConfig | None = None,
     from .auth import UserStore
 
     auth = auth if auth is not None else Auth(UserStore(store.home))
-    app = FastAPI(title="dreammover studio", version="2",
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        # On the server's shutdown, not after uvicorn.run returns: uvicorn re-raises SIGTERM once it has
+        # shut down, so code after it never runs and a clean stop would count as a crash on restart.
+        await run_in_threadpool(runner.stop)
+
+    app = FastAPI(title="dreammover studio", version="2", lifespan=lifespan,
                   description="Two photos in, a short clip out: queue jobs, follow them, download clips. "
                               "Send 'Authorization: Bearer <token>' (dreammover studio add-user NAME).")
     svd_ready = getattr(runner.backend, "svd", None) is not None

@@ -66,6 +66,8 @@ class Runner:
 
     def stop(self) -> None:
         """Stop: the running job stops at its next step and goes back to the queue (not counted as a crash)."""
+        if self._stop.is_set():  # the app's shutdown and the CLI may both stop it
+            return
         self._stop.set()
         self._wake.set()
         if self._thread is not None:

@@ -173,3 +173,22 @@ def test_a_clean_stop_requeues_the_running_job_without_counting_it(tiny_dm, tmp_
         runner.stop()
         j = client.get(f"/jobs/{job['id']}").json()
     assert j["state"] == "queued" and j["attempts"] == 0
+
+
+def test_sigterm_on_a_real_server_requeues_the_running_job_without_counting_it(tiny_model_dir, tmp_path):
+    """uvicorn re-raises SIGTERM after its shutdown, so a `finally` after uvicorn.run never ran: the job stayed
+    'running' and the next start counted a clean stop (docker stop, a deploy) as a crash."""
+    import httpx
+
+    from test_studio_kit import AUTH, Server
+
+    srv = Server(tiny_model_dir, tmp_path / "home").start()
+    try:
+        with httpx.Client(base_url=srv.url, headers=AUTH, timeout=30) as client:
+            job = submit(client, settings=json.dumps({"lora_steps": 300})).json()
+            wait(client, job["id"], states=("running",))
+    finally:
+        srv.stop()  # SIGTERM, as docker stop sends
+    assert srv.proc.returncode in (0, -15)
+    j = JobStore(tmp_path / "home").get(job["id"])
+    assert j["state"] == "queued" and j["attempts"] == 0, j
