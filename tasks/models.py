@@ -138,7 +138,10 @@ def _retrained(current) -> bool:
     from dreammover.model_identity import visible_identity, weights_changed
     from dreammover.models import default_cache_dir
 
-    return weights_changed(current.identity, visible_identity(current.spec.model, default_cache_dir()))
+    identity, source = getattr(current, "identity", None), getattr(current.spec, "model", None)
+    if not isinstance(identity, str) or not isinstance(source, str):
+        return False  # a loader that names no weights: nothing to compare
+    return weights_changed(identity, visible_identity(source, default_cache_dir()))
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
