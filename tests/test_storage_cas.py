@@ -50,15 +50,14 @@ def test_replace_and_delete_apply_only_at_the_version_read(store):
 
 def test_eight_threads_writing_one_key_never_fail(store):
     """Measured on the pid-named temporary file: 145-170 of 800 writes failed (threads shared one name)."""
-    assert concurrent_writes(store, threads=8, rounds=100 if store.uri().startswith("/") else 25) == []
+    assert concurrent_writes(store, threads=8, rounds=100) == []
     assert store.list("same") == ["same/key.bin"]
 
 
 def test_racing_takeovers_of_an_expired_lease_have_exactly_one_holder(store):
     """Measured before compare-and-swap: 2-42 of 200 local races (and 130 of 200 on S3) had 2+ holders."""
-    races = 200 if store.uri().startswith("/") else 50
-    counts = takeover_races(store, races=races)
-    assert counts == [1] * races, {n: counts.count(n) for n in set(counts)}
+    counts = takeover_races(store, races=200)
+    assert counts == [1] * 200, {n: counts.count(n) for n in set(counts)}
 
 
 def test_a_release_racing_the_heartbeat_is_not_reported_lost(tmp_path, caplog):
