@@ -43,7 +43,8 @@ from tasks.storage import StorageError, TransientStorageError, open_storage, rea
 
 from . import archive_leases, archive_log
 from .deployment_runs import run_on_deployment
-from .pair import PAIR_TIMEOUT, AnyConfig, Backend, Refresh, backend_config, fingerprint, interpolate_pair, summary_uri
+from .pair import (PAIR_TIMEOUT, AnyConfig, Backend, Refresh, backend_config, clip_preset, fingerprint,
+                   interpolate_pair, summary_uri)
 from .runners import cancel_pool_work, default_cache, gpu_pool, pool_runner, tag_pool_work
 
 # Report status -> CLI exit code (documented in docs/pipeline.md).
@@ -105,7 +106,8 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
                         manifest: Optional[str] = None, force: bool = False, cache: Optional[str] = None,
                         dask: Optional[str] = None, refresh: Refresh = "none",
                         pair_deployment: Optional[str] = None, allow_empty: bool = False,
-                        pair_timeout: float = PAIR_TIMEOUT, parallel_pairs: int = 0, backend: Backend = "dreammover"):
+                        pair_timeout: float = PAIR_TIMEOUT, parallel_pairs: int = 0, backend: Backend = "dreammover",
+                        preset: Optional[str] = None):
     """Run the pair flow for every pair of `source` (local folder or s3:// prefix); return the run report.
 
     Ends Completed (result: the report) when no pair failed; otherwise Failed, named Partial if
@@ -116,10 +118,12 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
     each pair as a flow run of that deployment instead. pair_timeout: seconds before a pair
     counts as failed (and its run is cancelled). allow_empty: an empty source is 'empty', not an error.
     backend: dreammover | svd (config then holds SVDKeyframeConfig fields), recorded in each fingerprint.
+    preset: a clip preset name (reel, story, ...), built as the studio builds it; in each fingerprint.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unsupported clip format {fmt!r}: use one of {', '.join(FORMATS)}")
     config = backend_config(backend, config)  # an unknown backend fails here, before any pair
+    recipe = clip_preset(preset, f"clip.{fmt}")  # and an unknown preset
     log, start = get_run_logger(), time.perf_counter()
     archive_log.install_filter()
     run_id = str(getattr(get_run_context().flow_run, "id", uuid.uuid4()))
@@ -135,11 +139,11 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
     # weights as this machine sees them (content hash, hub commit) are compared with the summary's too.
     weights = visible_identity(model.model, default_cache_dir()) if backend == "dreammover" else None
     todo = _plan(pairs, out, entries, dict(model=model, config=config, fps=fps, fmt=fmt, backend=backend,
-                                           weights=weights), force, wanted)
+                                           weights=weights, preset=recipe), force, wanted)
     log.info("%d pair(s): %d to run, %d skipped, %d malformed", len(pairs), len(todo),
              sum(e["status"] == "skipped" for e in entries.values()),
              sum(e["status"] == "failed" for e in entries.values()))
-    params = dict(config=config, model=model, fps=fps, cache=cache, refresh=refresh, backend=backend)
+    params = dict(config=config, model=model, fps=fps, cache=cache, refresh=refresh, backend=backend, preset=preset)
     outcome = "finished"
     try:
         # Short leases renewed from a heartbeat thread while this run lives, each released as soon as
@@ -196,7 +200,7 @@ def _plan(pairs: list[PairSpec], out, entries: dict, clip: dict, force: bool,
         try:
             uri = out.uri(f"{pair.id}.{clip['fmt']}")
             wanted[pair.id] = fingerprint(pair.image0, pair.image1, clip["model"], clip["config"], clip["fps"],
-                                          clip["fmt"], clip["backend"])
+                                          clip["fmt"], clip["backend"], preset=clip.get("preset"))
             previous = None if force else _summary(uri)
             current = (previous is not None and previous.get("fingerprint") == wanted[pair.id]
                        and not weights_changed(previous.get("model"), clip.get("weights"))

@@ -34,6 +34,8 @@ CACHE = typer.Option(None, "--cache", help="artifact cache: folder or s3://bucke
                                            "[default: $DREAMMOVER_HOME/pipeline-cache]")
 DASK = typer.Option(None, "--dask", help="run δ chunks on Dask: 'local[:N]', 'processes[:N]' or a scheduler address")
 REFRESH = typer.Option("none", "--refresh", help="recompute despite caches: none | frames | all")
+PRESET = typer.Option(None, "--preset", help="clip preset (reel, story, square-loop, feed, landscape, gif-loop: "
+                                             "dreammover/presets.py), built as the studio builds it; its fps wins")
 BACKEND = typer.Option("dreammover", "--backend", help="dreammover | svd (Generative Inbetweening; --config then "
                                                        "holds SVDKeyframeConfig fields, docs/backends.md)")
 
@@ -91,7 +93,7 @@ def run_pair(
     prompt: Optional[str] = PROMPT, seed: Optional[int] = SEED, frames_per_batch: Optional[int] = FPB,
     fps: float = FPS, device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
     config_file: Optional[Path] = CONFIG, cache: Optional[str] = CACHE, dask: Optional[str] = DASK,
-    refresh: str = REFRESH, backend: str = BACKEND,
+    refresh: str = REFRESH, backend: str = BACKEND, preset: Optional[str] = PRESET,
 ) -> None:
     """Interpolate one pair with the Prefect pair flow (cached LoRA / inversion; chunked δ fan-out)."""
     from dreammover.cli import fail
@@ -102,11 +104,12 @@ def run_pair(
     for uri in (image0, image1):  # a clear message now beats a failed flow run later
         if "://" not in uri and not Path(uri).is_file():
             fail(f"{uri}: file not found", EXIT_BAD_INPUT)
-    from flows.pair import clip_format, interpolate_pair
+    from flows.pair import clip_format, clip_preset, interpolate_pair
     from tasks.models import ModelSpec
 
     try:
         clip_format(output)
+        clip_preset(preset, output)
     except ValueError as err:
         fail(str(err), EXIT_BAD_INPUT)
     from flows.local_api import temporary_api
@@ -114,13 +117,13 @@ def run_pair(
     with temporary_api():
         state = interpolate_pair(image0, image1, output, config=config, fps=fps, cache=cache, dask=dask,
                                  refresh=refresh, model=ModelSpec(model=model, vae=vae, device=device, dtype=dtype),
-                                 backend=backend, return_state=True)
+                                 backend=backend, preset=preset, return_state=True)
     if not state.is_completed():
         exc = state.result(raise_on_failure=False)
         fail(f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(state.message), EXIT_FAILED)
     summary = state.result()
     stages = ", ".join(f"{k} {v['status']}" for k, v in summary["stages"].items() if "status" in v)
-    typer.echo(f"wrote {summary['output']} ({summary['frames']} frames at {fps:g} fps; {stages}; "
+    typer.echo(f"wrote {summary['output']} ({summary['frames']} frames at {summary['fps']:g} fps; {stages}; "
                f"{summary['seconds']:.1f}s)")
 
 
@@ -137,7 +140,7 @@ def run_archive(
     prompt: Optional[str] = PROMPT, seed: Optional[int] = SEED, frames_per_batch: Optional[int] = FPB,
     fps: float = FPS, device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
     config_file: Optional[Path] = CONFIG, cache: Optional[str] = CACHE, dask: Optional[str] = DASK,
-    refresh: str = REFRESH, backend: str = BACKEND,
+    refresh: str = REFRESH, backend: str = BACKEND, preset: Optional[str] = PRESET,
 ) -> None:
     """Interpolate every pair of an archive; exit 0 ok, 3 partial (some pairs failed), 4 all failed."""
     from dreammover.cli import fail
@@ -153,6 +156,12 @@ def run_archive(
 
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})", EXIT_BAD_INPUT)
+    from flows.pair import clip_preset
+
+    try:
+        clip_preset(preset, f"clip.{fmt}")
+    except ValueError as err:
+        fail(str(err), EXIT_BAD_INPUT)
 
     from flows.archive import ArchiveIncomplete, EmptySource, OutputNotWritable, check_source, check_writable
     from flows.local_api import temporary_api
@@ -168,7 +177,7 @@ def run_archive(
     with temporary_api():
         state = interpolate_archive(source, output, config=config, fps=fps, fmt=fmt, manifest=manifest,
                                     force=force, cache=cache, dask=dask, refresh=refresh, allow_empty=allow_empty,
-                                    pair_deployment=deployment, backend=backend, return_state=True,
+                                    pair_deployment=deployment, backend=backend, preset=preset, return_state=True,
                                     model=ModelSpec(model=model, vae=vae, device=device, dtype=dtype))
     # Partial and failed archives end in a Failed state whose exception carries the report.
     report = state.result(raise_on_failure=False)

@@ -75,11 +75,22 @@ def plan_chunks(config: InterpolationConfig, spread: int = 1) -> list[list[float
 
 
 def fingerprint(image0: str, image1: str, model: ModelSpec, config: AnyConfig, fps: float,
-                fmt: str, backend: Backend = "dreammover", inputs: Optional[dict] = None) -> str:
+                fmt: str, backend: Backend = "dreammover", inputs: Optional[dict] = None,
+                preset: Optional[dict] = None) -> str:
     # DreamMover's fingerprint is unchanged (summaries written before backends existed stay valid);
     # any other backend is part of the model, so switching backends re-renders.
     spec = model.model_dump() if backend == "dreammover" else {**model.model_dump(), "backend": backend}
-    return clip_fingerprint(inputs or photo_inputs(image0, image1), spec, config, fps, fmt)
+    return clip_fingerprint(inputs or photo_inputs(image0, image1), spec, config, fps, fmt, preset)
+
+
+def clip_preset(name: Optional[str], output: str) -> Optional[dict]:
+    """The named clip preset (reel, story, ...: dreammover/presets.py) with the output's format, as a dict;
+    None without one. An unknown name is a ValueError before any work."""
+    if not name:
+        return None
+    from dreammover.presets import for_path, get_preset
+
+    return for_path(get_preset(name), output).model_dump(mode="json")
 
 
 def backend_config(backend: str, config) -> AnyConfig:
@@ -146,7 +157,7 @@ def interpolate_pair(image0: str, image1: str, output: str = "out.mp4",
                      config: AnyConfig = InterpolationConfig(), model: ModelSpec = ModelSpec(),
                      fps: float = 10.0, cache: Optional[str] = None, dask: Optional[str] = None,
                      refresh: Refresh = "none", pair_id: Optional[str] = None, backend: Backend = "dreammover",
-                     spread: int = 0) -> dict:
+                     spread: int = 0, preset: Optional[str] = None) -> dict:
     """Two photos (local paths or s3:// URIs) -> one clip at `output` plus `<output stem>.json`.
 
     Parameters (also those of the `interpolate-pair/*` deployments, e.g. for the studio):
@@ -157,23 +168,27 @@ def interpolate_pair(image0: str, image1: str, output: str = "out.mp4",
     flows/runners.py); refresh: none | frames | all; pair_id: name in the summary; backend:
     dreammover | svd (then config holds SVDKeyframeConfig fields and model names an SVD model);
     spread: with frames_per_batch "auto", over how many GPUs to split the δ frames (0: every
-    worker of the pool, 1 with no pool; the archive passes 1 when it has a pair for each GPU).
-    Returns the summary dict that is also written next to the clip.
+    worker of the pool, 1 with no pool; the archive passes 1 when it has a pair for each GPU);
+    preset: a clip preset name (reel, story, square-loop, ...): the clip is built as the studio builds
+    it, at the preset's fps. Returns the summary dict that is also written next to the clip.
     """
+    recipe = clip_preset(preset, output)
     if dask and not _on_pool():
         # Called on its own (a deployment run, run-pair): the pool's client needs its own task runner.
         with gpu_pool(dask) as address:
             return render_pair.with_options(task_runner=pool_runner(address))(
-                image0, image1, output, config, model, fps, cache, address, refresh, pair_id, backend, spread)
-    return _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend, spread)
+                image0, image1, output, config, model, fps, cache, address, refresh, pair_id, backend, spread, recipe)
+    return _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend, spread,
+                   recipe)
 
 
 @flow(name="render-pair", timeout_seconds=PAIR_TIMEOUT)
 def render_pair(image0: str, image1: str, output: str, config: AnyConfig, model: ModelSpec, fps: float,
                 cache: Optional[str], dask: Optional[str], refresh: Refresh, pair_id: Optional[str],
-                backend: Backend = "dreammover", spread: int = 0) -> dict:
+                backend: Backend = "dreammover", spread: int = 0, recipe: Optional[dict] = None) -> dict:
     """interpolate_pair's body with a Dask client of the GPU pool as its task runner."""
-    return _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend, spread)
+    return _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend, spread,
+                   recipe)
 
 
 def _pool_workers() -> int:
@@ -184,15 +199,15 @@ def _pool_workers() -> int:
 
 
 def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend="dreammover",
-            spread=0) -> dict:
+            spread=0, recipe=None) -> dict:
     config = backend_config(backend, config)
     if backend == "svd":
-        return _render_svd(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id)
+        return _render_svd(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, recipe)
     start = time.perf_counter()
     cache, fmt = cache or default_cache(), clip_format(output)
     # Read once: the summary records the very versions its fingerprint was computed from.
     inputs = photo_inputs(image0, image1)
-    clip_id = fingerprint(image0, image1, model, config, fps, fmt, inputs=inputs)
+    clip_id = fingerprint(image0, image1, model, config, fps, fmt, inputs=inputs, preset=recipe)
     with tempfile.TemporaryDirectory(prefix="dreammover-pair-") as workdir:
         local0, local1 = download_pair(image0, image1, workdir)
         prepared = prepare_images(local0, local1, config, cache, sources=(image0, image1))
@@ -206,7 +221,7 @@ def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pa
                           spread=spread or _pool_workers())
     frames, frames_status = run_cached(decode_frames, refresh != "none", chunks=rendered, prepared=prepared,
                                        model=model, config=config, cache=cache)
-    clip = encode_clip(frames, fps, fmt, cache)
+    clip = encode_clip(frames, fps, fmt, cache, recipe)
     written = upload_clip(clip["uri"], output)
 
     # Cached results carry the worker of the run that computed them: count only this run's work.
@@ -214,8 +229,9 @@ def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pa
                      if st == "computed"], *[r for r in rendered if r["status"] == "computed"]]
     summary = {
         "pair": pair_id or PurePosixPath(output).stem, "status": "done", "output": written, "backend": "dreammover",
-        "fingerprint": clip_id, "inputs": inputs, "frames": clip["frames"], "fps": fps,
-        "format": fmt, "size": [prepared["width"], prepared["height"]], "model": loaded["identity"],
+        "fingerprint": clip_id, "inputs": inputs, "frames": clip["frames"], "fps": clip["fps"],
+        "format": fmt, "preset": (recipe or {}).get("name"), "size": [prepared["width"], prepared["height"]],
+        "model": loaded["identity"],
         "model_spec": model.model_dump(), "config": config.model_dump(),
         "stages": {
             "lora": _stage(lora_status, lora),
@@ -241,12 +257,12 @@ def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pa
 
 
 def _render_svd(image0, image1, output, config: SVDKeyframeConfig, model, fps, cache, dask, refresh,
-                pair_id) -> dict:
+                pair_id, recipe=None) -> dict:
     """backend=svd: load (resident) -> prepare keyframes -> render the frames (cached) -> encode -> publish."""
     start = time.perf_counter()
     cache, fmt = cache or default_cache(), clip_format(output)
     inputs = photo_inputs(image0, image1)
-    clip_id = fingerprint(image0, image1, model, config, fps, fmt, backend="svd", inputs=inputs)
+    clip_id = fingerprint(image0, image1, model, config, fps, fmt, backend="svd", inputs=inputs, preset=recipe)
     with on_gpu():
         loaded = load_svd_model.submit(model).result()
     config = config if config.size is not None else config.model_copy(update={"size": loaded["native_size"]})
@@ -255,13 +271,14 @@ def _render_svd(image0, image1, output, config: SVDKeyframeConfig, model, fps, c
         prepared = prepare_svd_images(local0, local1, config, cache, sources=(image0, image1))
     frames, status = run_cached(render_svd_pair, refresh != "none", prepared=prepared, model=model,
                                 identity=loaded["identity"], config=config, cache=cache)
-    clip = encode_clip(frames, fps, fmt, cache)
+    clip = encode_clip(frames, fps, fmt, cache, recipe)
     written = upload_clip(clip["uri"], output)
     ran = [loaded, *([frames] if status == "computed" else [])]
     summary = {
         "pair": pair_id or PurePosixPath(output).stem, "status": "done", "output": written, "backend": "svd",
-        "fingerprint": clip_id, "inputs": inputs, "frames": clip["frames"], "fps": fps,
-        "format": fmt, "size": [prepared["width"], prepared["height"]], "model": loaded["identity"],
+        "fingerprint": clip_id, "inputs": inputs, "frames": clip["frames"], "fps": clip["fps"],
+        "format": fmt, "preset": (recipe or {}).get("name"), "size": [prepared["width"], prepared["height"]],
+        "model": loaded["identity"],
         "model_spec": model.model_dump(), "config": config.model_dump(),
         "stages": {"svd": {**_stage(status, frames), "stage_seconds": frames.get("stage_seconds", {})}},
         "pool": {"dask": dask, "model_loads": _max_by_worker(ran), "workers": sorted({r["worker"] for r in ran})},

@@ -124,11 +124,14 @@ def cached(kind: str, key_of):
     return dict(cache_key_fn=cache_key_fn, persist_result=True, result_serializer="json")
 
 
-def clip_fingerprint(inputs: dict, model: dict, config: InterpolationConfig, fps: float, fmt: str) -> str:
-    """Everything that changes a published clip: photos (URI + content version), model, settings, fps, format.
+def clip_fingerprint(inputs: dict, model: dict, config: InterpolationConfig, fps: float, fmt: str,
+                     preset: dict | None = None) -> str:
+    """Everything that changes a published clip: photos (URI + content version), model, settings, fps, format,
+    and the clip preset when there is one (without one the fingerprint is as before presets existed).
 
     Recorded in the per-pair summary; an archive re-run skips a pair only when it matches.
     """
     settings = {k: v for k, v in config.model_dump().items() if k not in BATCHING_FIELDS}
     model = {k: v for k, v in model.items() if k != "device"}  # where it ran does not define the clip
-    return digest("clip", dreammover.__version__, inputs, model, settings, float(fps), fmt)
+    parts = [inputs, model, settings, float(fps), fmt] + ([{"preset": preset}] if preset else [])
+    return digest("clip", dreammover.__version__, *parts)
