@@ -23,6 +23,15 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def require_extra(extra: str, *modules: str) -> None:
+    """Exit with the install command when an app's optional dependencies (`pip install 'dreammover[extra]'`) are missing."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        fail(f"this command needs {', '.join(missing)}: pip install -c constraints.txt 'dreammover[{extra}]'")
+
+
 def _default(field: str, shown: str | None = None) -> str:
     """Help suffix naming the library default an unset option falls back to (after --config and env)."""
     from .config import InterpolationConfig

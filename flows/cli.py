@@ -41,6 +41,9 @@ BACKEND = typer.Option("dreammover", "--backend", help="dreammover | svd (Genera
 
 
 def _setup_env() -> None:
+    from dreammover.cli import require_extra
+
+    require_extra("pipeline", "prefect", "prefect_dask", "distributed", "boto3")
     # Embedded runs talk to no one by default: no usage analytics from the temporary server.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -75,9 +75,11 @@ def serve(
     ctx.obj = {"home": home}
     if ctx.invoked_subcommand is not None:
         return
+    from dreammover.cli import fail, require_extra
+
+    require_extra("studio", "fastapi", "uvicorn", "multipart")
     import uvicorn
 
-    from dreammover.cli import fail
     from dreammover.config_io import load_config_file
     from dreammover.models import ModelLoadError
 
