@@ -36,7 +36,15 @@ try:
 except ImportError:
     _skip("selenium is not installed (pip install selenium)")
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+
+def _wait(driver, timeout: float, **kw) -> WebDriverWait:
+    """A WebDriverWait that also tries again when the page re-rendered the element being read (the page
+    rebuilds parts of itself as jobs change: a stale reference is a reason to look again, not a failure)."""
+    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,), **kw)
+
 
 TINY = dict(size=64, num_frames=2, lora_steps=6, num_inference_steps=10, inversion_steps=4, feature_step=2)
 EVIL = '<img src=x onerror="window.pwned=1">'
@@ -93,7 +101,7 @@ def _signin(drv, server, token: str = TOKEN) -> None:
     if drv.find_elements(By.ID, "signin"):
         drv.find_element(By.ID, "token").send_keys(token)
         drv.find_element(By.ID, "signin-go").click()
-        WebDriverWait(drv, 20).until(lambda d: d.find_elements(By.ID, "f0"))
+        _wait(drv, 20).until(lambda d: d.find_elements(By.ID, "f0"))
 
 
 def _choose(drv, server, a, b, frames: int) -> None:
@@ -127,12 +135,12 @@ def test_signin_submit_progress_download_signout(server, photos, browser):
     browser.get(server.url + "/")
     browser.find_element(By.ID, "token").send_keys("wrong-token")
     browser.find_element(By.ID, "signin-go").click()
-    assert "not valid" in WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "signin-msg").text)
+    assert "not valid" in _wait(browser, 20).until(lambda d: d.find_element(By.ID, "signin-msg").text)
     _choose(browser, server, a, b, frames=2)
     assert "signed in as admin" in browser.find_element(By.ID, "user").text
     assert browser.find_element(By.ID, "t1").get_attribute("src").startswith("blob:")  # thumbnails shown
     browser.find_element(By.ID, "go").click()
-    wait = WebDriverWait(browser, 120, poll_frequency=0.05)
+    wait = _wait(browser, 120, poll_frequency=0.05)
     wait.until(lambda d: d.execute_script("return seen.some(v => v > 0 && v < 1)"))
     _shot(browser, "mid-job.png")
     duration = wait.until(lambda d: d.execute_script(
@@ -145,7 +153,7 @@ def test_signin_submit_progress_download_signout(server, photos, browser):
     assert clip[0].stat().st_size > 0 and clip[0].read_bytes()[4:8] == b"ftyp"
     assert [j["state"] for j in server.jobs()] == ["done"]
     browser.find_element(By.ID, "signout-go").click()
-    WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.ID, "signin"))
+    _wait(browser, 20).until(lambda d: d.find_elements(By.ID, "signin"))
     status = browser.execute_async_script("fetch('/jobs').then(r => arguments[0](r.status))")
     assert status == 401  # the cookie is gone
 
@@ -155,7 +163,7 @@ def test_non_image_shows_error_and_queues_nothing(server, photos, browser):
     before = len(server.jobs())
     _choose(browser, server, a, text, frames=2)
     browser.find_element(By.ID, "go").click()
-    msg = WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "msg").text)
+    msg = _wait(browser, 30).until(lambda d: d.find_element(By.ID, "msg").text)
     assert "photo 2 (notes.txt) is not an image" in msg
     assert len(server.jobs()) == before
 
@@ -177,7 +185,7 @@ def test_html_in_prompt_and_file_name_is_shown_escaped(server, photos, browser):
     assert job["state"] in ("queued", "running"), job
     bad = _post_from_page(browser, (a, text), ("a.png", f"{EVIL_NAME}.txt"), "")  # refused, naming the file
     browser.get(server.url + "/")
-    row = WebDriverWait(browser, 30).until(
+    row = _wait(browser, 30).until(
         lambda d: d.find_element(By.CSS_SELECTOR, f"li.hist[data-id='{job['id']}']"))
     assert f"a cat {EVIL}" in row.text and f"{EVIL_NAME}.png → <b>two</b>.png" in row.text  # shown as text
     assert row.find_elements(By.CSS_SELECTOR, "img[src=x]") == []  # not as markup
@@ -192,7 +200,7 @@ def test_cancel_mid_run_shows_in_the_job_panel(server, photos, browser):
     a, b, _ = photos
     _choose(browser, server, a, b, frames=64)  # long enough to be caught running
     browser.find_element(By.ID, "go").click()
-    wait = WebDriverWait(browser, 120, poll_frequency=0.05)
+    wait = _wait(browser, 120, poll_frequency=0.05)
     wait.until(lambda d: d.execute_script("return seen.some(v => v > 0)"))
     browser.find_element(By.ID, "cancel").click()
     assert wait.until(lambda d: d.find_element(By.ID, "jobmsg").text) == "Cancelled."
@@ -209,13 +217,13 @@ def test_second_tab_follows_a_running_job_and_the_menu_keeps_its_choice(server, 
     browser.switch_to.new_window("tab")
     try:
         browser.get(server.url + "/")
-        link = WebDriverWait(browser, 20).until(
+        link = _wait(browser, 20).until(
             lambda d: d.find_element(By.CSS_SELECTOR, f"#queue a[data-id='{slow['id']}']"))
         assert slow["id"] not in link.text  # a readable label, not a raw id
         link.click()
         bar = browser.find_element(By.ID, "bar")
         start = float(bar.get_property("value"))
-        WebDriverWait(browser, 60).until(lambda d: float(bar.get_property("value")) > start)
+        _wait(browser, 60).until(lambda d: float(bar.get_property("value")) > start)
         # the re-render menu of a finished job keeps its choice across the page's 5 s refreshes
         done = [j for j in server.jobs() if j["state"] == "done"][0]
         menu = Select(browser.find_element(By.CSS_SELECTOR, f"li.hist[data-id='{done['id']}'] .again-preset"))
@@ -224,7 +232,7 @@ def test_second_tab_follows_a_running_job_and_the_menu_keeps_its_choice(server, 
         menu = Select(browser.find_element(By.CSS_SELECTOR, f"li.hist[data-id='{done['id']}'] .again-preset"))
         assert menu.first_selected_option.get_attribute("value") == "gif-loop"
         browser.find_element(By.ID, "cancel").click()  # a job followed from a second tab can be cancelled there
-        assert WebDriverWait(browser, 60).until(lambda d: d.find_element(By.ID, "jobmsg").text) == "Cancelled."
+        assert _wait(browser, 60).until(lambda d: d.find_element(By.ID, "jobmsg").text) == "Cancelled."
     finally:
         browser.close()
         browser.switch_to.window(first)
@@ -234,7 +242,7 @@ def test_phone_layout_tap_targets_and_show_plays_on_screen(server, browser):
     browser.set_window_size(390, 844)
     try:
         _signin(browser, server)
-        WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "li.hist[data-state=done]"))
+        _wait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "li.hist[data-state=done]"))
         width = browser.execute_script("return window.innerWidth")
         assert width <= 400
         small = browser.execute_script("""
@@ -251,7 +259,7 @@ def test_phone_layout_tap_targets_and_show_plays_on_screen(server, browser):
         show = browser.find_element(By.CSS_SELECTOR, "li.hist[data-state=done] a.open")
         browser.execute_script("arguments[0].scrollIntoView()", show)
         show.click()
-        visible = WebDriverWait(browser, 30).until(lambda d: d.execute_script("""
+        visible = _wait(browser, 30).until(lambda d: d.execute_script("""
             const v = document.getElementById('clip'), r = v.getBoundingClientRect();
             return !v.paused && v.currentTime > 0 && r.top >= -1 && r.top < window.innerHeight && r.height > 50"""))
         assert visible
@@ -266,7 +274,7 @@ def test_history_lists_finished_job_after_restart(server, browser):
     server.stop()
     server.start()
     _signin(browser, server)
-    items = WebDriverWait(browser, 30).until(
+    items = _wait(browser, 30).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, "li.hist[data-state=done]"))
     assert [i.get_attribute("data-id") for i in items] == done
     assert "render again with" in items[0].text
