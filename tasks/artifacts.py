@@ -80,6 +80,11 @@ def put_tensors(cache: str, key: str, tensors: dict[str, torch.Tensor], metadata
 
     data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                 metadata={k: str(v) for k, v in (metadata or {}).items()})
+    return publish(cache, key, data, overwrite)
+
+
+def publish(cache: str, key: str, data: bytes, overwrite: bool = True) -> str:
+    """Store one artifact at <cache>/<key> (overwrite: as put_tensors); return its URI."""
     store = open_storage(cache)
     # Retried here: a transient error at the very end would otherwise retry the task, recomputing it all.
     if overwrite:

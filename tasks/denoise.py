@@ -40,9 +40,10 @@ def denoise_chunk(state: dict, lora: dict, deltas: list[float], model: ModelSpec
         profile = StageProfile(m.dm.device)
         with profile.stage("denoise"):
             latents, batch = denoise_fitting(m.dm, pair, deltas, config, profile)
-        # First writer wins: a chunk rendered twice at once (a retry beside its cancelled run) is one object.
-        put_tensors(cache, name, {"latents": latents.float()}, {"deltas": json.dumps(list(deltas))},
-                    overwrite=recompute)
+    # Outside the model's block: a storage error here is no reason to drop the resident model.
+    # First writer wins: a chunk rendered twice at once (a retry beside its cancelled run) is one object.
+    put_tensors(cache, name, {"latents": latents.float()}, {"deltas": json.dumps(list(deltas))},
+                overwrite=recompute)
     seconds = profile.seconds["denoise"]
     get_run_logger().info("denoised %d frame(s) at δ=%s in %.1fs on %s (%d per batch)", len(deltas),
                           ",".join(f"{d:.3f}" for d in deltas), seconds, out["worker"], batch)

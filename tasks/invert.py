@@ -6,7 +6,7 @@ from prefect import get_run_logger, task
 from dreammover.config import InterpolationConfig
 from dreammover.profiling import StageProfile
 
-from .artifacts import cached, get_images, inversion_key
+from .artifacts import cached, get_images, inversion_key, publish
 from .lora import _check_identity
 from .models import MODELS, ModelSpec, placement
 from .retry import retry_options
@@ -33,12 +33,10 @@ def invert_pair(prepared: dict, lora: dict, model: ModelSpec, identity: str, con
         profile = StageProfile(m.dm.device)
         state = m.dm.pair_state(get_images(prepared["uri"]), config, profile)
         data = state.to_bytes({"pair": prepared["hash"], "lora": str(lora["uri"])})
-        # Identical photos in two folders invert under one key at once: the first writer wins and
-        # both runs read that one object back (a recompute replaces a suspect one).
-        if recompute:
-            store.write_bytes(name, data)
-        else:
-            store.create(name, data)
+    # Outside the model's block: a storage error here is no reason to drop the resident model.
+    # Identical photos in two folders invert under one key at once: the first writer wins and
+    # both runs read that one object back (a recompute replaces a suspect one).
+    publish(cache, name, data, overwrite=recompute)
     get_run_logger().info("inverted pair and estimated flow in %.1fs", sum(profile.seconds.values()))
     return {**out, **placement(), "computed": True, "unet_evals": sum(profile.unet_evals.values()),
             "seconds": dict(profile.seconds)}
