@@ -133,3 +133,16 @@ def plan_chunks(deltas: Sequence[float], frames_per_batch: int | str, unet, late
     limit = auto_frames_per_batch(unet, latent_hw, device, dtype)
     count = -(-len(deltas) // limit) if len(deltas) else 0
     return chunks(deltas, -(-len(deltas) // count)) if count else []
+
+
+def join_chunks(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Chunks' latents [2+k_i,C,h,w] -> [2+sum k_i,C,h,w]: every chunk carries both endpoints (identical by
+    construction, `denoise_chunk`), so they are kept once, from the first chunk."""
+    return torch.cat([parts[0][:2], *[p[2:] for p in parts]])
+
+
+def clip_order(frames: list, inputs: Sequence | None = None) -> list:
+    """[end0, end1, frames...] (as denoised) -> the clip end0, frames..., end1; `inputs` replace the two
+    decoded endpoints by the prepared photos (keep_inputs)."""
+    end0, end1 = (inputs[0], inputs[1]) if inputs is not None else (frames[0], frames[1])
+    return [end0, *frames[2:], end1]

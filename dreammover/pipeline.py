@@ -15,7 +15,7 @@ from .acceleration import unet_runner
 from .config import InterpolationConfig
 from .correspondence import estimate_flow, estimate_flow_opencv, upsample_features
 from .ddim import DDIMSchedule, ddim_invert
-from .denoise import EpsModel, denoise_chunk, plan_chunks
+from .denoise import EpsModel, clip_order, denoise_chunk, join_chunks, plan_chunks
 from .events import Event, EventFn
 from .features import extract_features
 from .images import load_and_prepare, to_tensor, to_uint8
@@ -23,7 +23,7 @@ from .lora import LatentSampler, fit_lora, load_lora, remove_lora
 from .lora_merge import lora_scale, merge_lora
 from .models import DEFAULT_MODEL, ModelComponents, load_components
 from .profiling import StageProfile
-from .state import PairState
+from .state import FittedPair, PairState
 
 ImageLike = str | Path | np.ndarray
 
@@ -243,17 +243,16 @@ class DreamMover:
         parts = plan_chunks(deltas, config.frames_per_batch, self.components.unet, tuple(state.z_T.shape[-2:]),
                             self.device, self.dtype)
         steps = config.inversion_steps
-        ends, frames = None, []
+        outs = []
         with tqdm(total=steps * len(parts), desc="denoising", disable=not progress, leave=False) as bar, \
                 lora_scale(self.components.unet, config.lora_denoise_scale):
             done = [0]  # steps over all chunks (a disabled tqdm does not count)
             for part in parts:
                 on_x0 = None if on_event is None else (lambda x0, part=part: on_event(Event(
                     "denoise", done.__setitem__(0, done[0] + 1) or done[0], steps * len(parts), x0, part)))
-                out = denoise_chunk(eps, schedule, state, part, config, progress=bar, on_step=on_step, on_x0=on_x0)
-                ends = out[:2] if ends is None else ends
-                frames.append(out[2:])
-        return torch.cat([ends, *frames]) if frames else state.z_T
+                outs.append(denoise_chunk(eps, schedule, state, part, config, progress=bar, on_step=on_step,
+                                          on_x0=on_x0))
+        return join_chunks(outs) if outs else state.z_T
 
     # -- step 12: decode ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -268,6 +267,50 @@ class DreamMover:
                 on_event(Event("decode", len(out), latents.shape[0]))
         return out
 
+    def clip_frames(self, latents: torch.Tensor, config: InterpolationConfig, inputs: Sequence[np.ndarray] | None = None,
+                    progress: bool = False, on_event: EventFn | None = None) -> list[np.ndarray]:
+        """Step 12 for denoised [end0, end1, frames...]: the clip end0, frames..., end1 (keep_inputs: `inputs` at the ends)."""
+        frames = self.decode(latents, config.decode_batch, progress, on_event)
+        return clip_order(frames, inputs if config.keep_inputs else None)
+
+    # -- the render path: one pair's shared state once, then frames at any deltas -------------------------
+    def fit_pair(self, images: Sequence[np.ndarray], config: InterpolationConfig, profile: StageProfile | None = None,
+                 progress: bool = False, on_event: EventFn | None = None,
+                 lora: dict[str, torch.Tensor] | None | str = "fit") -> FittedPair:
+        """Steps 1-5 on prepared photos, encoding them once: the pair's LoRA, inversion and flow.
+
+        lora: "fit" (per config: fitted, or the plain UNet when LoRA is off), "active" (keep what the UNet
+        carries: a LoRA activated by the caller), or given weights (a cache's) to activate.
+        The LoRA stays active for `render`.
+        """
+        profile = profile or StageProfile(self.device)
+        with profile.stage("encode"):
+            posterior, emb = self.encode_posterior(images), self.encode_prompt(config.prompt)
+            z0 = posterior[0] * self.components.vae_scale  # one VAE pass for z0 and the fit's sampled views
+        if on_event is not None:
+            on_event(Event("encode", 1, 1))
+        losses: list[float] = []
+        weights = None if isinstance(lora, str) else lora
+        with profile.stage("lora"):
+            if lora == "fit" and config.lora and config.lora_steps > 0:
+                weights, losses = self.fit_lora(z0, emb, config, progress, images=images, posterior=posterior,
+                                                on_event=on_event)
+                profile.count_unet(z0.shape[0] * config.lora_steps)
+            elif lora != "active":
+                self.use_lora(weights, config.lora_rank)
+        state = self.pair_state(images, config, profile, progress, encoded=(z0, emb), on_event=on_event)
+        return FittedPair(list(images), weights, state, losses)
+
+    def render(self, pair: FittedPair, deltas: Sequence[float], config: InterpolationConfig,
+               profile: StageProfile | None = None, progress: bool = False,
+               on_event: EventFn | None = None) -> list[np.ndarray]:
+        """Steps 6-12 under the active LoRA: the frames at `deltas` in clip order, between the two endpoints."""
+        profile = profile or StageProfile(self.device)
+        with profile.stage("denoise"):
+            latents = self.denoise(pair.state, deltas, config, profile, progress, on_event=on_event)
+        with profile.stage("decode"):
+            return self.clip_frames(latents, config, pair.images, progress, on_event)
+
     # -- the whole method --------------------------------------------------------------------------------
     def interpolate(self, image0: ImageLike, image1: ImageLike, config: InterpolationConfig | None = None,
                     progress: bool = False, on_event: EventFn | None = None) -> InterpolationResult:
@@ -279,27 +322,7 @@ class DreamMover:
         profile = StageProfile(self.device)
         with profile.stage("prepare"):
             images = self.prepare(image0, image1, config)
-        losses: list[float] = []
-        with profile.stage("encode"):
-            posterior, emb = self.encode_posterior(images), self.encode_prompt(config.prompt)
-            z0 = posterior[0] * self.components.vae_scale
-        if on_event is not None:
-            on_event(Event("encode", 1, 1))
-        with profile.stage("lora"):
-            if config.lora and config.lora_steps > 0:
-                _, losses = self.fit_lora(z0, emb, config, progress, images=images, posterior=posterior,
-                                          on_event=on_event)
-                profile.count_unet(z0.shape[0] * config.lora_steps)
-            else:
-                self.use_lora(None, config.lora_rank)
-        state = self.pair_state(images, config, profile, progress, encoded=(z0, emb), on_event=on_event)
-        with profile.stage("denoise"):
-            latents = self.denoise(state, config.deltas, config, profile, progress, on_event=on_event)
-        with profile.stage("decode"):
-            frames = self.decode(latents, config.decode_batch, progress, on_event)
-        if config.keep_inputs:
-            frames[0], frames[1] = images[0], images[1]
-        # denoise() returns [end0, end1, frames...]; the clip is end0, frames..., end1.
-        clip = [frames[0], *frames[2:], frames[1]]
-        return InterpolationResult(clip, config.deltas, (state.flow01.cpu(), state.flow10.cpu()),
-                                   dict(profile.seconds), dict(profile.unet_evals), losses, config)
+        pair = self.fit_pair(images, config, profile, progress, on_event)
+        frames = self.render(pair, config.deltas, config, profile, progress, on_event)
+        return InterpolationResult(frames, config.deltas, (pair.state.flow01.cpu(), pair.state.flow10.cpu()),
+                                   dict(profile.seconds), dict(profile.unet_evals), pair.lora_losses, config)

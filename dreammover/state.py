@@ -1,8 +1,9 @@
 """Everything the per-frame stages need from one pair, as plain tensors that round-trip through safetensors."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -50,3 +51,13 @@ class PairState:
         from safetensors.torch import load
 
         return cls(**{n: t for n, t in load(data).items() if n in _TENSORS})
+
+
+@dataclass
+class FittedPair:
+    """Steps 0-5 of one pair: its prepared photos, its LoRA weights (None: the plain UNet) and PairState."""
+
+    images: list[Any]
+    lora: dict[str, torch.Tensor] | None
+    state: PairState
+    lora_losses: list[float] = field(default_factory=list)

@@ -1,4 +1,4 @@
-"""In-process jobs: one loaded DreamMover (and optionally the SVD backend), the last few pairs' LoRA + PairState kept.
+"""In-process jobs: one loaded DreamMover (and optionally the SVD backend), the last few fitted pairs (LoRA + PairState) kept.
 
 A job that changes only N (or other per-frame settings) reuses the cached LoRA and inversion/flow of the same
 photos; `stage_weights` is the expected cost per stage that the runner turns into progress and an ETA.
@@ -14,6 +14,7 @@ import numpy as np
 
 from dreammover.config import INVERSION_FIELDS, InterpolationConfig
 from dreammover.events import Event
+from dreammover.state import FittedPair
 
 from .svd_jobs import SVDJobs, SVDKeyframeConfig
 
@@ -38,7 +39,7 @@ class LocalBackend:
 
     def __init__(self, dm, keep_pairs: int = 2, svd: SVDJobs | None = None):
         self.dm, self.keep, self.svd = dm, keep_pairs, svd
-        self.pairs: OrderedDict[str, tuple] = OrderedDict()
+        self.pairs: OrderedDict[str, FittedPair] = OrderedDict()
         self.unet_calls = 0  # every UNet forward of this backend (tests check re-renders add none)
         self._hook = dm.components.unet.register_forward_hook(
             lambda *a: setattr(self, "unet_calls", self.unet_calls + 1))
@@ -59,7 +60,7 @@ class LocalBackend:
         return h.hexdigest()
 
     def run(self, folder: Path, config: InterpolationConfig, report: Report) -> tuple[list[np.ndarray], dict]:
-        """Steps 0-12 with the library's step methods (as `interpolate` does), the pair part cached."""
+        """Steps 0-12 on the library's render path (as `interpolate`), the fitted pair (steps 1-5) cached."""
         from dreammover.profiling import StageProfile
 
         if isinstance(config, SVDKeyframeConfig):
@@ -70,30 +71,15 @@ class LocalBackend:
         images = dm.prepare(folder / "in0.png", folder / "in1.png", config)
         key = self._key(folder, config)
         if key in self.pairs:
-            lora, state = self.pairs[key]
+            pair = self.pairs[key]
             self.pairs.move_to_end(key)
-            dm.use_lora(lora, config.lora_rank)
+            dm.use_lora(pair.lora, config.lora_rank)
         else:
-            posterior, emb = dm.encode_posterior(images), dm.encode_prompt(config.prompt)
-            z0 = posterior[0] * dm.components.vae_scale  # one VAE pass for z0 and the fit's sampled views
-            lora = None
-            with profile.stage("lora"):
-                if config.lora and config.lora_steps > 0:
-                    lora, _ = dm.fit_lora(z0, emb, config, images=images, posterior=posterior, on_event=report)
-                    profile.count_unet(z0.shape[0] * config.lora_steps)
-                else:
-                    dm.use_lora(None, config.lora_rank)
-            state = dm.pair_state(images, config, profile, encoded=(z0, emb), on_event=report)
-            self.pairs[key] = (lora, state)
+            pair = dm.fit_pair(images, config, profile, on_event=report)
+            self.pairs[key] = pair
             while len(self.pairs) > self.keep:
                 self.pairs.popitem(last=False)
-        with profile.stage("denoise"):
-            latents = dm.denoise(state, config.deltas, config, profile, on_event=report)
-        with profile.stage("decode"):
-            frames = dm.decode(latents, config.decode_batch, on_event=report)
-        if config.keep_inputs:
-            frames[0], frames[1] = images[0], images[1]
-        return [frames[0], *frames[2:], frames[1]], profile.as_dict()
+        return dm.render(pair, config.deltas, config, profile, on_event=report), profile.as_dict()
 
     def preview(self, latent) -> np.ndarray:
         """One VAE decode of one clean-latent estimate: the cheap preview."""

@@ -21,15 +21,8 @@ def hf_energy_curves(dm, image0, image1, config: InterpolationConfig, delta: flo
     lora_active: the pair's LoRA is still loaded from interpolate() on the same pair and config (saves a refit).
     """
     images = dm.prepare(image0, image1, config)
-    if lora_active:
-        pass  # the pair's LoRA from interpolate() is still on the UNet
-    elif config.lora and config.lora_steps > 0:
-        emb = dm.encode_prompt(config.prompt)
-        posterior = dm.encode_posterior(images)  # one VAE pass for z0 and the fit's sampled views
-        dm.fit_lora(posterior[0] * dm.components.vae_scale, emb, config, images=images, posterior=posterior)
-    else:
-        dm.use_lora(None, config.lora_rank)
-    state = dm.pair_state(images, config)
+    # lora_active: the pair's LoRA from interpolate() is still on the UNet.
+    state = dm.fit_pair(images, config, lora="active" if lora_active else "fit").state
     schedule = dm.schedule(config)
     ref = float(np.mean([high_frequency_energy(im) for im in images]))
     eps = dm.eps_model(state.to(dm.device, dm.dtype).text_emb)
