@@ -2,12 +2,12 @@
 
     download -> prepare (here, on the orchestration side)
       -> on the GPU pool (one GPU per model task, the worker's resident model):
-         load model -> fit LoRA (cached per pair) -> invert + flow (cached per pair)
+         load model -> fit pair: LoRA + invert + flow, the photos encoded once (content-keyed per pair)
          -> denoise δ chunks (fanned out over the pool) -> decode
       -> encode -> clip under a temporary key, renamed into place -> summary (last) -> link artifact
 
     backend="svd" (Generative Inbetweening, dreammover/backends): download -> load the SVD model
-      (resident per worker) -> prepare the keyframes -> render-svd-pair (cached) -> the same encode/upload/summary
+      (resident per worker) -> prepare the keyframes -> render-svd-pair (content-keyed) -> the same encode/upload/summary
 """
 from __future__ import annotations
 
@@ -27,14 +27,13 @@ from dreammover.denoise import chunks as split_chunks
 from tasks.artifacts import clip_fingerprint
 from tasks.decode import decode_frames
 from tasks.denoise import denoise_chunk
+from tasks.fit_pair import fit_pair
 from tasks.encode import FORMATS, encode_clip
 from tasks.ingest import download_pair, photo_inputs
 from tasks.names import artifact_key
-from tasks.invert import invert_pair
-from tasks.lora import fit_pair_lora
 from tasks.models import ModelSpec, load_model
 from tasks.prepare import prepare_images
-from tasks.storage import retry_transient, uri_exists
+from tasks.results import ChunkArtifact, FittedPairArtifacts, TaskRun
 from tasks.svd import load_svd_model, prepare_svd_images, render_svd_pair
 from tasks.upload import upload_clip, write_summary
 
@@ -102,47 +101,20 @@ def backend_config(backend: str, config) -> AnyConfig:
     return cls.model_validate(data)
 
 
-def _status(future, result: dict) -> str:
-    """'cached' (Prefect cache hit), 'reused' (artifact found in the cache storage) or 'computed'."""
-    if future.state.name == "Cached":
-        return "cached"
-    return "computed" if result.get("computed") else "reused"
-
-
-def run_cached(task, refresh: bool, **params) -> tuple[dict, str]:
-    """Submit a cached model task to the pool and wait; if Prefect's record outlived its artifact, recompute."""
-    # refresh: skip Prefect's cache record and the artifact already in the cache storage.
-    params = {**params, "recompute": refresh}
+def on_pool(task, **params):
+    """Run one model task on the GPU pool (or here, without one) and wait for its typed result."""
     with on_gpu():
-        future = (task.with_options(refresh_cache=True) if refresh else task).submit(**params)
-    result = future.result()
-    # Outside any task, so no task retry policy: a storage blip must not fail the pair here.
-    if result.get("uri") and not retry_transient(uri_exists, result["uri"]):
-        get_run_logger().warning("%s: cached artifact %s is gone; recomputing", task.name, result["uri"])
-        with on_gpu():
-            future = task.with_options(refresh_cache=True).submit(**params)
-        result = future.result()
-    return result, _status(future, result)
+        return task.submit(**params).result()
 
 
-def map_chunks(state: dict, lora: dict, model: ModelSpec, config: InterpolationConfig, cache: str,
-               refresh: bool = False, spread: int = 1) -> list[dict]:
+def map_chunks(pair: FittedPairArtifacts, model: ModelSpec, config: InterpolationConfig, cache: str,
+               refresh: bool = False, spread: int = 1) -> list[ChunkArtifact]:
     """Fan the δ chunks out over the pool (Dask places each on a free GPU worker) and collect them in order."""
-    parts = plan_chunks(config, spread)
-    task = denoise_chunk.with_options(refresh_cache=True) if refresh else denoise_chunk
     with on_gpu():
-        futures = task.map(state=unmapped(state), lora=unmapped(lora), deltas=parts, model=unmapped(model),
-                           config=unmapped(config), cache=unmapped(cache), recompute=unmapped(refresh))
-    results = []
-    for future, part in zip(futures, parts):
-        result = future.result()
-        if not retry_transient(uri_exists, result["uri"]):  # Prefect's record outlived the artifact (see run_cached)
-            with on_gpu():
-                future = denoise_chunk.with_options(refresh_cache=True).submit(
-                    state=state, lora=lora, deltas=part, model=model, config=config, cache=cache)
-            result = future.result()
-        results.append({**result, "status": _status(future, result)})
-    return results
+        futures = denoise_chunk.map(state=unmapped(pair.inversion), lora=unmapped(pair.lora),
+                                    deltas=plan_chunks(config, spread), model=unmapped(model),
+                                    config=unmapped(config), cache=unmapped(cache), recompute=unmapped(refresh))
+    return [future.result() for future in futures]
 
 
 def _on_pool() -> bool:
@@ -214,44 +186,40 @@ def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pa
     with on_gpu():
         loaded = load_model.submit(model).result()
 
-    common = dict(prepared=prepared, model=model, identity=loaded["identity"], config=config, cache=cache)
-    lora, lora_status = run_cached(fit_pair_lora, refresh == "all", **common)
-    state, state_status = run_cached(invert_pair, refresh == "all", lora=lora, **common)
-    rendered = map_chunks(state, lora, model, config, cache, refresh=refresh != "none",
-                          spread=spread or _pool_workers())
-    frames, frames_status = run_cached(decode_frames, refresh != "none", chunks=rendered, prepared=prepared,
-                                       model=model, config=config, cache=cache)
+    pair = on_pool(fit_pair, prepared=prepared, model=model, identity=loaded.identity, config=config, cache=cache,
+                   recompute=refresh == "all")
+    rendered = map_chunks(pair, model, config, cache, refresh=refresh != "none", spread=spread or _pool_workers())
+    frames = on_pool(decode_frames, chunks=rendered, prepared=prepared, model=model, config=config, cache=cache,
+                     recompute=refresh != "none")
     clip = encode_clip(frames, fps, fmt, cache, recipe)
     written = upload_clip(clip["uri"], output)
 
-    # Cached results carry the worker of the run that computed them: count only this run's work.
-    ran = [loaded, *[r for r, st in ((lora, lora_status), (state, state_status), (frames, frames_status))
-                     if st == "computed"], *[r for r in rendered if r["status"] == "computed"]]
+    # Reused artifacts carry no placement: count only this run's work.
+    ran = [loaded.run, *[a.run for a in (pair.lora, pair.inversion, frames, *rendered) if a.run.computed]]
     summary = {
         "pair": pair_id or PurePosixPath(output).stem, "status": "done", "output": written, "backend": "dreammover",
         "fingerprint": clip_id, "inputs": inputs, "frames": clip["frames"], "fps": clip["fps"],
-        "format": fmt, "preset": (recipe or {}).get("name"), "size": [prepared["width"], prepared["height"]],
-        "model": loaded["identity"],
+        "format": fmt, "preset": (recipe or {}).get("name"), "size": [prepared.width, prepared.height],
+        "model": loaded.identity,
         "model_spec": model.model_dump(), "config": config.model_dump(),
         "stages": {
-            "lora": _stage(lora_status, lora),
-            "inversion": _stage(state_status, state),
-            "denoise": {"chunks": len(rendered), "computed": sum(r["status"] == "computed" for r in rendered),
-                        "unet_evals": sum(r["unet_evals"] for r in rendered if r["status"] == "computed"),
-                        "workers": sorted({r["worker"] for r in rendered if r["status"] == "computed"})},
-            "decode": {"status": frames_status},
+            "lora": _stage(pair.lora.run),
+            "inversion": _stage(pair.inversion.run),
+            "denoise": {"chunks": len(rendered), "computed": sum(r.run.computed for r in rendered),
+                        "unet_evals": sum(r.run.unet_evals for r in rendered),
+                        "workers": sorted({r.run.worker for r in rendered if r.run.computed})},
+            "decode": {"status": frames.run.status},
         },
         # Which pool worker ran what, and how many models each had loaded by then (the smoke's L and W).
-        "pool": {"dask": dask, "model_loads": _max_by_worker(ran),
-                 "workers": sorted({r["worker"] for r in ran})},
-        "cache": {"root": cache, "lora": lora["uri"], "inversion": state["uri"], "frames": frames["uri"]},
+        "pool": {"dask": dask, "model_loads": _max_by_worker(ran), "workers": sorted({r.worker for r in ran})},
+        "cache": {"root": cache, "lora": pair.lora.uri, "inversion": pair.inversion.uri, "frames": frames.uri},
         "flow_run_id": str(get_run_context().flow_run.id),
         "seconds": round(time.perf_counter() - start, 3),
     }
     write_summary(summary, summary_uri(written))  # last: a summary means the clip is complete
     _link(summary)
     get_run_logger().info("%s: %d frames -> %s (LoRA %s, inversion %s, %d/%d chunks rendered)", summary["pair"],
-                          clip["frames"], written, lora_status, state_status,
+                          clip["frames"], written, pair.lora.run.status, pair.inversion.run.status,
                           summary["stages"]["denoise"]["computed"], len(rendered))
     return summary
 
@@ -265,37 +233,38 @@ def _render_svd(image0, image1, output, config: SVDKeyframeConfig, model, fps, c
     clip_id = fingerprint(image0, image1, model, config, fps, fmt, backend="svd", inputs=inputs, preset=recipe)
     with on_gpu():
         loaded = load_svd_model.submit(model).result()
-    config = config if config.size is not None else config.model_copy(update={"size": loaded["native_size"]})
+    config = config if config.size is not None else config.model_copy(update={"size": loaded.native_size})
     with tempfile.TemporaryDirectory(prefix="dreammover-pair-") as workdir:
         local0, local1 = download_pair(image0, image1, workdir)
         prepared = prepare_svd_images(local0, local1, config, cache, sources=(image0, image1))
-    frames, status = run_cached(render_svd_pair, refresh != "none", prepared=prepared, model=model,
-                                identity=loaded["identity"], config=config, cache=cache)
+    frames = on_pool(render_svd_pair, prepared=prepared, model=model, identity=loaded.identity, config=config,
+                     cache=cache, recompute=refresh != "none")
     clip = encode_clip(frames, fps, fmt, cache, recipe)
     written = upload_clip(clip["uri"], output)
-    ran = [loaded, *([frames] if status == "computed" else [])]
+    ran = [loaded.run, *([frames.run] if frames.run.computed else [])]
     summary = {
         "pair": pair_id or PurePosixPath(output).stem, "status": "done", "output": written, "backend": "svd",
         "fingerprint": clip_id, "inputs": inputs, "frames": clip["frames"], "fps": clip["fps"],
-        "format": fmt, "preset": (recipe or {}).get("name"), "size": [prepared["width"], prepared["height"]],
-        "model": loaded["identity"],
+        "format": fmt, "preset": (recipe or {}).get("name"), "size": [prepared.width, prepared.height],
+        "model": loaded.identity,
         "model_spec": model.model_dump(), "config": config.model_dump(),
-        "stages": {"svd": {**_stage(status, frames), "stage_seconds": frames.get("stage_seconds", {})}},
-        "pool": {"dask": dask, "model_loads": _max_by_worker(ran), "workers": sorted({r["worker"] for r in ran})},
-        "cache": {"root": cache, "frames": frames["uri"]},
+        "stages": {"svd": {**_stage(frames.run), "stage_seconds": frames.stage_seconds}},
+        "pool": {"dask": dask, "model_loads": _max_by_worker(ran), "workers": sorted({r.worker for r in ran})},
+        "cache": {"root": cache, "frames": frames.uri},
         "flow_run_id": str(get_run_context().flow_run.id),
         "seconds": round(time.perf_counter() - start, 3),
     }
     write_summary(summary, summary_uri(written))  # last: a summary means the clip is complete
     _link(summary)
-    get_run_logger().info("%s: %d frames -> %s (svd frames %s)", summary["pair"], clip["frames"], written, status)
+    get_run_logger().info("%s: %d frames -> %s (svd frames %s)", summary["pair"], clip["frames"], written,
+                          frames.run.status)
     return summary
 
 
-def _max_by_worker(results: list[dict]) -> dict:
+def _max_by_worker(runs: list[TaskRun]) -> dict:
     loads: dict[str, int] = {}
-    for r in results:
-        loads[r["worker"]] = max(loads.get(r["worker"], 0), int(r.get("model_loads", 0)))
+    for r in runs:
+        loads[r.worker] = max(loads.get(r.worker, 0), r.model_loads)
     return loads
 
 
@@ -307,8 +276,6 @@ def _link(summary: dict) -> None:
                          description=f"{summary['frames']} frames at {summary['fps']:g} fps")
 
 
-def _stage(status: str, result: dict) -> dict:
-    """UNet evaluations are counted only where the work happened in this run."""
-    ran = status == "computed"
-    return {"status": status, "unet_evals": result.get("unet_evals", 0) if ran else 0,
-            "seconds": result.get("seconds", 0.0) if ran else 0.0}
+def _stage(run: TaskRun) -> dict:
+    """UNet evaluations are counted only where the work happened in this run (a reused artifact's run is empty)."""
+    return {"status": run.status, "unet_evals": run.unet_evals, "seconds": run.seconds}

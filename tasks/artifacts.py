@@ -1,8 +1,8 @@
 """Cache keys and safetensors artifacts: how tensors travel between tasks (by URI, never pickled).
 
-A key is a hash of exactly the inputs that determine an artifact (DESIGN §4), so the key
-doubles as the Prefect cache key and as the artifact's name in the cache storage: a re-run,
-another chunk of the same pair, or another machine sharing the cache finds it either way.
+A key is a hash of exactly the inputs that determine an artifact (DESIGN §4) and the artifact's
+name in the cache storage: the pipeline's one cache (docs/pipeline.md). A re-run, another chunk
+of the same pair, or another machine sharing the cache finds it there.
 """
 from __future__ import annotations
 
@@ -80,17 +80,19 @@ def put_tensors(cache: str, key: str, tensors: dict[str, torch.Tensor], metadata
 
     data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
                 metadata={k: str(v) for k, v in (metadata or {}).items()})
-    return publish(cache, key, data, overwrite)
+    publish(cache, key, data, overwrite)
+    return open_storage(cache).uri(key)
 
 
-def publish(cache: str, key: str, data: bytes, overwrite: bool = True) -> str:
-    """Store one artifact at <cache>/<key> (overwrite: as put_tensors); return its URI."""
+def publish(cache: str, key: str, data: bytes, overwrite: bool = True) -> bool:
+    """Store one artifact at <cache>/<key> (overwrite: as put_tensors); False when another producer's
+    object was there first and stands (overwrite=False), True when ours is what the key holds."""
     store = open_storage(cache)
     # Retried here: a transient error at the very end would otherwise retry the task, recomputing it all.
     if overwrite:
-        return retry_transient(store.write_bytes, key, data)
-    retry_transient(store.create, key, data)  # False: another producer was first; its object stands
-    return store.uri(key)
+        retry_transient(store.write_bytes, key, data)
+        return True
+    return bool(retry_transient(store.create, key, data))
 
 
 def get_tensors(uri: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -116,17 +118,6 @@ def put_images(cache: str, key: str, images: list[np.ndarray], metadata: dict | 
 def get_images(uri: str) -> list[np.ndarray]:
     tensors, _ = get_tensors(uri)
     return list(tensors["images"].numpy())
-
-
-def cached(kind: str, key_of):
-    """Prefect options for a task whose small JSON result (URIs + stats) is cached under `key_of(params)`.
-
-    Results are persisted as JSON, never pickled: the tensors themselves live in the cache storage.
-    """
-    def cache_key_fn(context, parameters: dict) -> str:
-        return f"dreammover-{kind}-{key_of(parameters)}"
-
-    return dict(cache_key_fn=cache_key_fn, persist_result=True, result_serializer="json")
 
 
 def clip_fingerprint(inputs: dict, model: dict, config: InterpolationConfig, fps: float, fmt: str,

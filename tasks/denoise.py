@@ -5,38 +5,35 @@ import json
 
 import torch
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from dreammover.config import InterpolationConfig
 from dreammover.denoise import auto_frames_per_batch
 from dreammover.profiling import StageProfile
 from dreammover.state import PairState
 
-from .artifacts import cached, chunk_key, put_tensors
+from .artifacts import chunk_key, put_tensors
 from .models import MODELS, ModelSpec, placement
+from .results import ChunkArtifact, InversionArtifact, LoraArtifact, TaskRun
 from .retry import halving_on_oom, retry_options
 from .storage import open_storage, read_uri
 
 
-def _key(p: dict) -> str:
-    return chunk_key(p["state"]["key"], p["deltas"], p["config"])
-
-
-@task(name="denoise-chunk", **cached("chunk", _key), **retry_options())
-def denoise_chunk(state: dict, lora: dict, deltas: list[float], model: ModelSpec, config: InterpolationConfig,
-                  cache: str, recompute: bool = False) -> dict:
-    """Latents [2+k,C,h,w] (both endpoints, then the k frames at `deltas`) as a safetensors URI.
+@task(name="denoise-chunk", cache_policy=NO_CACHE, **retry_options())
+def denoise_chunk(state: InversionArtifact, lora: LoraArtifact, deltas: list[float], model: ModelSpec,
+                  config: InterpolationConfig, cache: str, recompute: bool = False) -> ChunkArtifact:
+    """Latents [2+k,C,h,w] (both endpoints, then the k frames at `deltas`) in the cache storage.
 
     Frames do not depend on how the deltas are chunked, so each chunk is keyed on its own deltas.
     """
-    key = chunk_key(state["key"], deltas, config)
+    key = chunk_key(state.key, deltas, config)
     name, store = f"chunks/{key}.safetensors", open_storage(cache)
-    out = {"key": key, "uri": store.uri(name), "deltas": list(deltas), "computed": False, "unet_evals": 0,
-           "seconds": 0.0, **placement()}
+    out = ChunkArtifact(key=key, uri=store.uri(name), deltas=list(deltas))
     if store.exists(name) and not recompute:
         return out
     with MODELS.use(model) as m:
-        m.activate_lora(lora["uri"], lora["rank"])
-        pair = PairState.from_bytes(read_uri(state["uri"]))
+        m.activate_lora(lora.uri, lora.rank)
+        pair = PairState.from_bytes(read_uri(state.uri))
         profile = StageProfile(m.dm.device)
         with profile.stage("denoise"):
             latents, batch = denoise_fitting(m.dm, pair, deltas, config, profile)
@@ -44,11 +41,11 @@ def denoise_chunk(state: dict, lora: dict, deltas: list[float], model: ModelSpec
     # First writer wins: a chunk rendered twice at once (a retry beside its cancelled run) is one object.
     put_tensors(cache, name, {"latents": latents.float()}, {"deltas": json.dumps(list(deltas))},
                 overwrite=recompute)
-    seconds = profile.seconds["denoise"]
+    run = TaskRun(computed=True, unet_evals=sum(profile.unet_evals.values()), seconds=profile.seconds["denoise"],
+                  **placement())
     get_run_logger().info("denoised %d frame(s) at δ=%s in %.1fs on %s (%d per batch)", len(deltas),
-                          ",".join(f"{d:.3f}" for d in deltas), seconds, out["worker"], batch)
-    return {**out, **placement(), "computed": True, "unet_evals": sum(profile.unet_evals.values()),
-            "seconds": seconds, "frames_per_batch": batch}
+                          ",".join(f"{d:.3f}" for d in deltas), run.seconds, run.worker, batch)
+    return out.model_copy(update={"run": run, "frames_per_batch": batch})
 
 
 def denoise_fitting(dm, pair: PairState, deltas: list[float], config: InterpolationConfig,

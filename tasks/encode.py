@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from dreammover.video import write_video
 
 from .artifacts import digest, get_images
+from .results import FramesArtifact
 from .retry import retry_options
 from .storage import open_storage
 
@@ -17,7 +18,7 @@ FORMATS = ("mp4", "webm", "gif")
 
 
 @task(name="encode-clip", cache_policy=NO_CACHE, **retry_options())
-def encode_clip(frames: dict, fps: float, fmt: str, cache: str, preset: dict | None = None) -> dict:
+def encode_clip(frames: FramesArtifact, fps: float, fmt: str, cache: str, preset: dict | None = None) -> dict:
     """Encode to <cache>/clips/<frames key>-<fps>fps[-<preset>].<fmt>; returns its URI.
 
     preset: a ClipPreset (as a dict): the clip is built from the frames by the studio's and the CLI's
@@ -25,13 +26,13 @@ def encode_clip(frames: dict, fps: float, fmt: str, cache: str, preset: dict | N
     """
     if fmt not in FORMATS:
         raise ValueError(f"unsupported clip format {fmt!r}: use one of {', '.join(FORMATS)}")
-    images, name = get_images(frames["uri"]), f"{frames['key']}-{fps:g}fps"
+    images, name = get_images(frames.uri), f"{frames.key}-{fps:g}fps"
     if preset:
         from dreammover.presets import ClipPreset, build_clip
 
         recipe = ClipPreset.model_validate(preset)
         images, fps = build_clip(images, recipe), recipe.fps
-        name = f"{frames['key']}-{recipe.name}-{digest('preset', preset)[:12]}"
+        name = f"{frames.key}-{recipe.name}-{digest('preset', preset)[:12]}"
     with tempfile.TemporaryDirectory(prefix="dreammover-encode-") as tmp:
         path = write_video(images, Path(tmp) / f"clip.{fmt}", fps=fps)
         uri = open_storage(cache).upload(path, f"clips/{name}.{fmt}")

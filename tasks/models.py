@@ -170,7 +170,9 @@ def placement() -> dict:
 
 
 @task(name="load-model", cache_policy=NO_CACHE, **retry_options())
-def load_model(model: ModelSpec) -> dict:
+def load_model(model: ModelSpec) -> "LoadedModelInfo":
     """Load (once per worker process) and return the model identity that goes into every cache key."""
+    from .results import LoadedModelInfo, TaskRun
+
     with MODELS.use(model) as m:
-        return {"identity": m.identity, **placement()}
+        return LoadedModelInfo(identity=m.identity, run=TaskRun(computed=True, **placement()))

@@ -19,9 +19,10 @@ import dreammover
 from dreammover.backends.svd_config import SVDKeyframeConfig
 from dreammover.events import Event
 
-from .artifacts import cached, digest, get_images, put_images
+from .artifacts import digest, get_images, put_images
 from .models import MODELS, ModelSpec, placement
 from .prepare import store_prepared
+from .results import FramesArtifact, LoadedModelInfo, Prepared, TaskRun
 from .retry import retry_options
 from .storage import open_storage
 
@@ -46,15 +47,16 @@ def svd_frames_key(pair_hash: str, identity: str, config: SVDKeyframeConfig, cac
 
 
 @task(name="load-svd-model", cache_policy=NO_CACHE, **retry_options())
-def load_svd_model(model: ModelSpec) -> dict:
+def load_svd_model(model: ModelSpec) -> LoadedModelInfo:
     """Load (once per worker process) the SVD backend; its identity keys the cache, its native size the frame."""
     with MODELS.use(model, LoadedSVD) as m:
-        return {"identity": m.identity, "native_size": m.dm.components.native_size, **placement()}
+        return LoadedModelInfo(identity=m.identity, native_size=m.dm.components.native_size,
+                               run=TaskRun(computed=True, **placement()))
 
 
 @task(name="prepare-svd-images", cache_policy=NO_CACHE, **retry_options())
 def prepare_svd_images(image0: str, image1: str, config: SVDKeyframeConfig, cache: str,
-                       sources: tuple[str, str] | None = None) -> dict:
+                       sources: tuple[str, str] | None = None) -> Prepared:
     """Both photos at the backend's working frame (16:9 crop or the inputs' aspect), stored under their hash.
 
     `config.size` must be resolved (not None). Not cached, like prepare-images: it notices changed photos.
@@ -64,18 +66,13 @@ def prepare_svd_images(image0: str, image1: str, config: SVDKeyframeConfig, cach
     return store_prepared(lambda a, b: fit_keyframes(a, b, config), image0, image1, cache, sources, "keyframes")
 
 
-def _key(p: dict) -> str:
-    return svd_frames_key(p["prepared"]["hash"], p["identity"], p["config"], p["cache"])
-
-
-@task(name="render-svd-pair", **cached("svd-frames", _key), **retry_options())
-def render_svd_pair(prepared: dict, model: ModelSpec, identity: str, config: SVDKeyframeConfig, cache: str,
-                    recompute: bool = False) -> dict:
+@task(name="render-svd-pair", cache_policy=NO_CACHE, **retry_options())
+def render_svd_pair(prepared: Prepared, model: ModelSpec, identity: str, config: SVDKeyframeConfig, cache: str,
+                    recompute: bool = False) -> FramesArtifact:
     """Alg. 2 on the pair's keyframes: N+2 uint8 frames as one safetensors URI (reused when already stored)."""
-    key = svd_frames_key(prepared["hash"], identity, config, cache)
+    key = svd_frames_key(prepared.hash, identity, config, cache)
     name, store = f"frames/{key}.safetensors", open_storage(cache)
-    out = {"key": key, "uri": store.uri(name), "count": config.clip_frames, "computed": False, "unet_evals": 0,
-           "seconds": 0.0}
+    out = FramesArtifact(key=key, uri=store.uri(name), count=config.clip_frames)
     if store.exists(name) and not recompute:
         get_run_logger().info("reusing SVD frames %s", key[:12])
         return out
@@ -83,15 +80,15 @@ def render_svd_pair(prepared: dict, model: ModelSpec, identity: str, config: SVD
         if m.identity != identity:  # keys were computed from `identity`: another model would poison the cache
             raise RuntimeError(f"model identity changed under a cache key: loaded {m.identity!r}, key has "
                                f"{identity!r}")
-        im0, im1 = get_images(prepared["uri"])
+        im0, im1 = get_images(prepared.uri)
         start = time.perf_counter()
         result = m.dm.interpolate(im0, im1, config, on_event=_log_progress())
         seconds = time.perf_counter() - start
     put_images(cache, name, result.frames, overwrite=recompute)  # content key: the first writer wins
     get_run_logger().info("rendered %d frames with SVD in %.1fs", len(result.frames), seconds)
-    return {**out, **placement(), "computed": True, "count": len(result.frames),
-            "unet_evals": int(sum(result.unet_evals.values())), "seconds": seconds,
-            "stage_seconds": {k: round(v, 3) for k, v in result.seconds.items()}}
+    run = TaskRun(computed=True, unet_evals=int(sum(result.unet_evals.values())), seconds=seconds, **placement())
+    return out.model_copy(update={"count": len(result.frames), "run": run,
+                                  "stage_seconds": {k: round(v, 3) for k, v in result.seconds.items()}})
 
 
 def _log_progress():

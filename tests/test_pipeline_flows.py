@@ -159,7 +159,7 @@ def test_pair_flow_on_s3_end_to_end_and_caches(s3, prefect_env, model, dog_pair,
     # Same pair again: nothing expensive runs, Prefect reports the cached task states.
     again = interpolate_pair(config=config, **run)
     assert calls == {"fit_lora": 1, "estimate_flows": 1, "denoise": 2}
-    assert again["stages"]["lora"]["status"] == again["stages"]["inversion"]["status"] == "cached"
+    assert again["stages"]["lora"]["status"] == again["stages"]["inversion"]["status"] == "reused"
     assert again["stages"]["lora"]["unet_evals"] == 0 and again["stages"]["denoise"]["computed"] == 0
 
     # Another fps only re-encodes.
@@ -171,7 +171,7 @@ def test_pair_flow_on_s3_end_to_end_and_caches(s3, prefect_env, model, dog_pair,
     # More frames: the LoRA and the inversion/flow are reused, only new chunks render.
     more = interpolate_pair(config=config.model_copy(update=dict(num_frames=6)), **run)
     assert calls["fit_lora"] == 1 and calls["estimate_flows"] == 1 and calls["denoise"] == 5
-    assert more["frames"] == 8 and more["stages"]["lora"]["status"] == "cached"
+    assert more["frames"] == 8 and more["stages"]["lora"]["status"] == "reused"
 
     # Another LoRA rank must refit the LoRA (and so redo the inversion under it).
     interpolate_pair(config=config.model_copy(update=dict(lora_rank=2)), **run)
@@ -191,7 +191,7 @@ def test_dask_local_cluster_renders_same_frames(s3, prefect_env, model, dog_pair
     # Same LoRA and inversion (cached), but every chunk re-rendered on the Dask cluster.
     dask = interpolate_pair(output="s3://outputs/dask/dask.mp4", cache="s3://cache/dask", dask="local:2",
                             refresh="frames", **run)
-    assert dask["stages"]["lora"]["status"] == dask["stages"]["inversion"]["status"] == "cached"
+    assert dask["stages"]["lora"]["status"] == dask["stages"]["inversion"]["status"] == "reused"
     assert dask["stages"]["denoise"]["computed"] == 2 and calls["denoise"] == 4
     workers = dask["stages"]["denoise"]["workers"]
     assert workers and all(w.startswith(("inproc://", "tcp://")) for w in workers), workers
@@ -272,7 +272,7 @@ def test_archive_with_a_corrupt_pair_is_partial_and_reruns_skip(s3, prefect_env,
     report, _ = _report(s3, "arch")
     assert (report["done"], report["skipped"], report["failed"]) == (2, 0, 1)
     assert calls["fit_lora"] == 2 and calls["estimate_flows"] == 2
-    assert {e["stages"]["lora"] for e in report["pairs"] if e["status"] == "done"} == {"cached"}
+    assert {e["stages"]["lora"] for e in report["pairs"] if e["status"] == "done"} == {"reused"}
 
 
 def test_archive_all_good_exits_zero_locally(prefect_env, model, tmp_path):
@@ -334,7 +334,7 @@ def test_archive_state_is_partial_with_reason_and_reruns_follow_the_settings(pre
     more = config.model_copy(update=dict(num_frames=6))
     report = interpolate_archive(config=more, return_state=True, **run).result(raise_on_failure=False).report
     (dog,) = [e for e in report["pairs"] if e["pair"] == "dog"]
-    assert dog["status"] == "done" and dog["stages"]["lora"] == dog["stages"]["inversion"] == "cached"
+    assert dog["status"] == "done" and dog["stages"]["lora"] == dog["stages"]["inversion"] == "reused"
     assert calls["fit_lora"] == 1 and calls["estimate_flows"] == 1
     summary = json.loads((tmp_path / "out" / "dog.json").read_text())
     assert summary["frames"] == 8 and summary["config"]["num_frames"] == 6
