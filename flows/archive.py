@@ -33,18 +33,18 @@ from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from dreammover.config import InterpolationConfig
-from dreammover.model_identity import visible_identity, weights_changed
+from dreammover.model_identity import visible_identity
 from dreammover.models import default_cache_dir
 from tasks import leases
 from tasks.encode import FORMATS
-from tasks.ingest import PairSpec, discover_pairs, list_pairs
+from tasks.ingest import PairSpec, list_pairs
 from tasks.models import ModelSpec
-from tasks.storage import StorageError, TransientStorageError, open_storage, read_uri, retry_transient, uri_exists
+from tasks.storage import StorageError, open_storage, retry_transient
 
 from . import archive_leases, archive_log
+from .archive_plan import _is_current, _plan, _summary  # noqa: F401 - _plan is also tested from here
 from .deployment_runs import run_on_deployment
-from .pair import (PAIR_TIMEOUT, AnyConfig, Backend, Refresh, backend_config, clip_preset, fingerprint,
-                   interpolate_pair, summary_uri)
+from .pair import PAIR_TIMEOUT, AnyConfig, Backend, Refresh, backend_config, clip_preset, interpolate_pair
 from .runners import cancel_pool_work, default_cache, gpu_pool, pool_runner, tag_pool_work
 
 # Report status -> CLI exit code (documented in docs/pipeline.md).
@@ -90,9 +90,8 @@ def check_writable(out, run_id: str) -> None:
         raise OutputNotWritable(f"output {out.uri()} is not writable: {err}") from err
 
 
-def check_source(source: str, manifest: Optional[str], allow_empty: bool) -> list[PairSpec]:
-    """The pairs of `source`; EmptySource if there are none and that was not allowed."""
-    pairs = discover_pairs(source, manifest)
+def check_source(pairs: list[PairSpec], source: str, allow_empty: bool) -> list[PairSpec]:
+    """`pairs` (the source's, listed once); EmptySource if there are none and that was not allowed."""
     if not pairs and not allow_empty:
         raise EmptySource(f"no pairs under {source} (expected <pair-id>/0.*, 1.*; check the prefix, "
                           f"or allow an empty source with --allow-empty)")
@@ -128,10 +127,9 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
     archive_log.install_filter()
     run_id = str(getattr(get_run_context().flow_run, "id", uuid.uuid4()))
     cache, out = cache or default_cache(), open_storage(output)
+    # Once each, here only (the CLI leaves both to this flow): one probe write, one listing of the source.
     check_writable(out, run_id)
-    pairs = list_pairs(source, manifest)
-    if not pairs:
-        check_source(source, manifest, allow_empty)  # raises unless an empty source was allowed
+    pairs = check_source(list_pairs(source, manifest), source, allow_empty)
 
     entries: dict[str, dict] = {}
     wanted: dict[str, str] = {}  # pair id -> the fingerprint of the clip these settings give
@@ -188,51 +186,6 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
                   data=ArchiveIncomplete(message, report))
 
 
-def _plan(pairs: list[PairSpec], out, entries: dict, clip: dict, force: bool,
-          wanted: Optional[dict] = None) -> list[tuple[PairSpec, str]]:
-    """Pairs to render; malformed ones and up-to-date ones go straight into `entries`; `wanted` gets
-    each pair's clip fingerprint (to tell later whether another run published that very clip)."""
-    todo, wanted = [], {} if wanted is None else wanted
-    for pair in pairs:
-        if pair.problem:  # checked first: a bad id must not reach out.uri()
-            entries[pair.id] = {"pair": pair.id, "status": "failed", "reason": pair.problem}
-            continue
-        try:
-            uri = out.uri(f"{pair.id}.{clip['fmt']}")
-            wanted[pair.id] = fingerprint(pair.image0, pair.image1, clip["model"], clip["config"], clip["fps"],
-                                          clip["fmt"], clip["backend"], preset=clip.get("preset"))
-            previous = None if force else _summary(uri)
-            current = (previous is not None and previous.get("fingerprint") == wanted[pair.id]
-                       and not weights_changed(previous.get("model"), clip.get("weights"))
-                       and retry_transient(out.exists, f"{pair.id}.{clip['fmt']}"))
-        except (StorageError, ValueError) as err:  # after its retries: fail this pair, not the run
-            entries[pair.id] = {"pair": pair.id, "status": "failed", "reason": _reason(err, "")}
-            continue
-        if current:
-            entries[pair.id] = {"pair": pair.id, "status": "skipped", "reason": "up to date", "output": uri}
-        else:
-            todo.append((pair, uri))
-    return todo
-
-
-def _summary(clip_uri: str) -> Optional[dict]:
-    """The pair's summary, None if there is none (or it is not JSON); a storage error that outlasts its
-    retries raises (TransientStorageError), so the pair fails with the reason instead of re-rendering."""
-    try:
-        return json.loads(retry_transient(read_uri, summary_uri(clip_uri)))
-    except TransientStorageError:
-        raise
-    except (StorageError, ValueError):  # missing: a permanent "cannot read" (no such key / file)
-        return None
-
-
-def _is_current(wanted: dict, pair_id: str, clip: str) -> bool:
-    """Whether the clip at `clip` is there and is the one these settings give (its summary says so)."""
-    summary = _summary(clip)
-    return (summary is not None and summary.get("fingerprint") == wanted.get(pair_id)
-            and retry_transient(uri_exists, clip))
-
-
 def _done(pair: PairSpec, summary: dict) -> dict:
     return {"pair": pair.id, "status": "done", "output": summary["output"], "seconds": summary["seconds"],
             "flow_run_id": summary.get("flow_run_id"), "pool": summary.get("pool", {}),
@@ -260,7 +213,8 @@ def _run_here(todo, params: dict, entries: dict, finished=None) -> None:
     """One pair flow after the other in this process: they share the one loaded model."""
     for i, (pair, clip) in enumerate(todo, 1):
         get_run_logger().info("pair %d/%d: %s", i, len(todo), pair.id)
-        state = interpolate_pair(pair.image0, pair.image1, clip, pair_id=pair.id, return_state=True, **params)
+        state = interpolate_pair(pair.image0, pair.image1, clip, pair_id=pair.id, inputs=pair.inputs(),
+                                 return_state=True, **params)
         entries[pair.id] = _from_state(pair, state, clip)
         if finished is not None:
             finished(pair.id)
@@ -271,7 +225,8 @@ def run_pair_on_pool(pair: PairSpec, clip: str, params: dict, address: str, time
     """One pair flow whose model tasks go to the Dask GPU pool (this thread only waits on them)."""
     flow = interpolate_pair.with_options(task_runner=pool_runner(address), timeout_seconds=timeout,
                                          flow_run_name=f"pair-{pair.id}")
-    state = flow(pair.image0, pair.image1, clip, pair_id=pair.id, dask=address, return_state=True, **params)
+    state = flow(pair.image0, pair.image1, clip, pair_id=pair.id, dask=address, inputs=pair.inputs(),
+                 return_state=True, **params)
     return _from_state(pair, state, clip)
 
 

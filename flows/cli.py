@@ -166,17 +166,12 @@ def run_archive(
     except ValueError as err:
         fail(str(err), EXIT_BAD_INPUT)
 
-    from flows.archive import ArchiveIncomplete, EmptySource, OutputNotWritable, check_source, check_writable
+    from flows.archive import ArchiveIncomplete, EmptySource, OutputNotWritable
     from flows.local_api import temporary_api
-    from tasks.storage import StorageError, open_storage
+    from tasks.storage import StorageError
 
-    # Before starting Prefect or any pair: an output that refuses a write, an empty source.
-    try:
-        check_writable(open_storage(output), "cli")
-        check_source(source, manifest, allow_empty)
-    except (EmptySource, OutputNotWritable, StorageError, ValueError) as err:
-        fail(str(err), EXIT_BAD_INPUT)
-
+    # The flow checks the output (one probe write) and lists the source once, before any pair; here they
+    # were done a second time. Its OutputNotWritable / EmptySource / a source it cannot list exit 2 below.
     with temporary_api():
         state = interpolate_archive(source, output, config=config, fps=fps, fmt=fmt, manifest=manifest,
                                     force=force, cache=cache, dask=dask, refresh=refresh, allow_empty=allow_empty,
@@ -186,7 +181,7 @@ def run_archive(
     report = state.result(raise_on_failure=False)
     if isinstance(report, ArchiveIncomplete):
         report = report.report
-    if isinstance(report, (EmptySource, OutputNotWritable, ValueError)):
+    if isinstance(report, (EmptySource, OutputNotWritable, StorageError, ValueError)):
         fail(str(report), EXIT_BAD_INPUT)
     if not isinstance(report, dict):
         fail(f"archive run failed: {type(report).__name__}: {report}" if isinstance(report, BaseException)

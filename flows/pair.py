@@ -28,14 +28,14 @@ from tasks.artifacts import clip_fingerprint
 from tasks.decode import decode_frames
 from tasks.denoise import denoise_chunk
 from tasks.fit_pair import fit_pair
-from tasks.encode import FORMATS, encode_clip
+from tasks.encode import FORMATS, publish_clip
 from tasks.ingest import download_pair, photo_inputs
 from tasks.names import artifact_key
 from tasks.models import ModelSpec, load_model
 from tasks.prepare import prepare_images
 from tasks.results import ChunkArtifact, FittedPairArtifacts, TaskRun
 from tasks.svd import load_svd_model, prepare_svd_images, render_svd_pair
-from tasks.upload import upload_clip, write_summary
+from tasks.upload import write_summary
 
 from .runners import default_cache, gpu_pool, on_gpu, pool_runner
 
@@ -129,7 +129,7 @@ def interpolate_pair(image0: str, image1: str, output: str = "out.mp4",
                      config: AnyConfig = InterpolationConfig(), model: ModelSpec = ModelSpec(),
                      fps: float = 10.0, cache: Optional[str] = None, dask: Optional[str] = None,
                      refresh: Refresh = "none", pair_id: Optional[str] = None, backend: Backend = "dreammover",
-                     spread: int = 0, preset: Optional[str] = None) -> dict:
+                     spread: int = 0, preset: Optional[str] = None, inputs: Optional[dict] = None) -> dict:
     """Two photos (local paths or s3:// URIs) -> one clip at `output` plus `<output stem>.json`.
 
     Parameters (also those of the `interpolate-pair/*` deployments, e.g. for the studio):
@@ -142,25 +142,28 @@ def interpolate_pair(image0: str, image1: str, output: str = "out.mp4",
     spread: with frames_per_batch "auto", over how many GPUs to split the δ frames (0: every
     worker of the pool, 1 with no pool; the archive passes 1 when it has a pair for each GPU);
     preset: a clip preset name (reel, story, square-loop, ...): the clip is built as the studio builds
-    it, at the preset's fps. Returns the summary dict that is also written next to the clip.
+    it, at the preset's fps; inputs: the photos' versions as the archive's listing gave them (PairSpec.inputs()),
+    so they are not read again (None: read here). Returns the summary dict that is also written next to the clip.
     """
     recipe = clip_preset(preset, output)
     if dask and not _on_pool():
         # Called on its own (a deployment run, run-pair): the pool's client needs its own task runner.
         with gpu_pool(dask) as address:
             return render_pair.with_options(task_runner=pool_runner(address))(
-                image0, image1, output, config, model, fps, cache, address, refresh, pair_id, backend, spread, recipe)
+                image0, image1, output, config, model, fps, cache, address, refresh, pair_id, backend, spread, recipe,
+                inputs)
     return _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend, spread,
-                   recipe)
+                   recipe, inputs)
 
 
 @flow(name="render-pair", timeout_seconds=PAIR_TIMEOUT)
 def render_pair(image0: str, image1: str, output: str, config: AnyConfig, model: ModelSpec, fps: float,
                 cache: Optional[str], dask: Optional[str], refresh: Refresh, pair_id: Optional[str],
-                backend: Backend = "dreammover", spread: int = 0, recipe: Optional[dict] = None) -> dict:
+                backend: Backend = "dreammover", spread: int = 0, recipe: Optional[dict] = None,
+                inputs: Optional[dict] = None) -> dict:
     """interpolate_pair's body with a Dask client of the GPU pool as its task runner."""
     return _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend, spread,
-                   recipe)
+                   recipe, inputs)
 
 
 def _pool_workers() -> int:
@@ -171,14 +174,14 @@ def _pool_workers() -> int:
 
 
 def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend="dreammover",
-            spread=0, recipe=None) -> dict:
+            spread=0, recipe=None, inputs=None) -> dict:
     config = backend_config(backend, config)
     if backend == "svd":
-        return _render_svd(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, recipe)
+        return _render_svd(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, recipe, inputs)
     start = time.perf_counter()
     cache, fmt = cache or default_cache(), clip_format(output)
     # Read once: the summary records the very versions its fingerprint was computed from.
-    inputs = photo_inputs(image0, image1)
+    inputs = photo_inputs(image0, image1, known=inputs)  # the archive's listing gave them: no HEAD
     clip_id = fingerprint(image0, image1, model, config, fps, fmt, inputs=inputs, preset=recipe)
     with tempfile.TemporaryDirectory(prefix="dreammover-pair-") as workdir:
         local0, local1 = download_pair(image0, image1, workdir)
@@ -191,8 +194,8 @@ def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pa
     rendered = map_chunks(pair, model, config, cache, refresh=refresh != "none", spread=spread or _pool_workers())
     frames = on_pool(decode_frames, chunks=rendered, prepared=prepared, model=model, config=config, cache=cache,
                      recompute=refresh != "none")
-    clip = encode_clip(frames, fps, fmt, cache, recipe)
-    written = upload_clip(clip["uri"], output)
+    clip = publish_clip(frames, fps, fmt, output, recipe)  # written once, before the summary
+    written = clip["uri"]
 
     # Reused artifacts carry no placement: count only this run's work.
     ran = [loaded.run, *[a.run for a in (pair.lora, pair.inversion, frames, *rendered) if a.run.computed]]
@@ -225,11 +228,11 @@ def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pa
 
 
 def _render_svd(image0, image1, output, config: SVDKeyframeConfig, model, fps, cache, dask, refresh,
-                pair_id, recipe=None) -> dict:
+                pair_id, recipe=None, inputs=None) -> dict:
     """backend=svd: load (resident) -> prepare keyframes -> render the frames (cached) -> encode -> publish."""
     start = time.perf_counter()
     cache, fmt = cache or default_cache(), clip_format(output)
-    inputs = photo_inputs(image0, image1)
+    inputs = photo_inputs(image0, image1, known=inputs)
     clip_id = fingerprint(image0, image1, model, config, fps, fmt, backend="svd", inputs=inputs, preset=recipe)
     with on_gpu():
         loaded = load_svd_model.submit(model).result()
@@ -239,8 +242,8 @@ def _render_svd(image0, image1, output, config: SVDKeyframeConfig, model, fps, c
         prepared = prepare_svd_images(local0, local1, config, cache, sources=(image0, image1))
     frames = on_pool(render_svd_pair, prepared=prepared, model=model, identity=loaded.identity, config=config,
                      cache=cache, recompute=refresh != "none")
-    clip = encode_clip(frames, fps, fmt, cache, recipe)
-    written = upload_clip(clip["uri"], output)
+    clip = publish_clip(frames, fps, fmt, output, recipe)  # written once, before the summary
+    written = clip["uri"]
     ran = [loaded.run, *([frames.run] if frames.run.computed else [])]
     summary = {
         "pair": pair_id or PurePosixPath(output).stem, "status": "done", "output": written, "backend": "svd",

@@ -1,7 +1,12 @@
-"""Step 13 as a task: ffmpeg-encode the frames (cheap, so never cached: fps/format changes redo only this)."""
+"""Step 13 as a task: ffmpeg-encode the frames and publish the clip at its output, written once.
+
+Never cached (encoding is cheap, so fps/format/preset changes redo only this). The clip is encoded to
+a local file and published in one step (tasks/storage.py publish_file: S3 one PUT, local a unique
+hidden name renamed into place): no copy in the cache, no `.partial` object copied to the output.
+The summary is written after it (tasks/upload.py), so a summary always describes a complete clip.
+"""
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -9,32 +14,33 @@ from prefect.cache_policies import NO_CACHE
 
 from dreammover.video import write_video
 
-from .artifacts import digest, get_images
+from .artifacts import get_images
 from .results import FramesArtifact
 from .retry import retry_options
-from .storage import open_storage
+from .storage import split_uri
 
 FORMATS = ("mp4", "webm", "gif")
 
 
-@task(name="encode-clip", cache_policy=NO_CACHE, **retry_options())
-def encode_clip(frames: FramesArtifact, fps: float, fmt: str, cache: str, preset: dict | None = None) -> dict:
-    """Encode to <cache>/clips/<frames key>-<fps>fps[-<preset>].<fmt>; returns its URI.
+@task(name="publish-clip", cache_policy=NO_CACHE, **retry_options())
+def publish_clip(frames: FramesArtifact, fps: float, fmt: str, destination: str, preset: dict | None = None) -> dict:
+    """Encode the frames at `fps` and write the clip to `destination` (a URI ending in .<fmt>) once.
 
     preset: a ClipPreset (as a dict): the clip is built from the frames by the studio's and the CLI's
     code (dreammover.presets.build_clip: reframe, timing, loop) and encoded at the preset's fps.
+    Returns {"uri": the clip's URI, "frames", "fps", "format"}.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unsupported clip format {fmt!r}: use one of {', '.join(FORMATS)}")
-    images, name = get_images(frames.uri), f"{frames.key}-{fps:g}fps"
+    if not destination.lower().endswith(f".{fmt}"):
+        raise ValueError(f"{destination}: a .{fmt} clip must be written to a name ending in .{fmt}")
+    images = get_images(frames.uri)
     if preset:
         from dreammover.presets import ClipPreset, build_clip
 
         recipe = ClipPreset.model_validate(preset)
         images, fps = build_clip(images, recipe), recipe.fps
-        name = f"{frames.key}-{recipe.name}-{digest('preset', preset)[:12]}"
-    with tempfile.TemporaryDirectory(prefix="dreammover-encode-") as tmp:
-        path = write_video(images, Path(tmp) / f"clip.{fmt}", fps=fps)
-        uri = open_storage(cache).upload(path, f"clips/{name}.{fmt}")
-    get_run_logger().info("encoded %d frames at %g fps (%s)", len(images), fps, fmt)
+    store, name = split_uri(destination)
+    uri = store.publish_file(name, lambda path: write_video(images, Path(path), fps=fps))
+    get_run_logger().info("encoded %d frames at %g fps (%s) -> %s", len(images), fps, fmt, uri)
     return {"uri": uri, "frames": len(images), "fps": fps, "format": fmt}

@@ -27,12 +27,24 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".g
 
 
 class PairSpec(BaseModel):
-    """One pair of an archive; `problem` says why it cannot run (it is reported, never raised)."""
+    """One pair of an archive; `problem` says why it cannot run (it is reported, never raised).
+
+    versions / sizes: the photos' versions (Storage.version: ETag, or size+mtime) and byte sizes as the
+    source's listing gave them; None when not listed (a manifest), then they are read when needed.
+    """
 
     id: str
     image0: str = ""
     image1: str = ""
     problem: Optional[str] = None
+    versions: Optional[list[str]] = None
+    sizes: Optional[list[int]] = None
+
+    def inputs(self) -> Optional[dict]:
+        """The photos as photo_inputs gives them, from the listing (no request); None if not listed."""
+        if self.versions is None:
+            return None
+        return {"image0": self.image0, "image1": self.image1, "versions": list(self.versions)}
 
 
 def discover_pairs(source: str, manifest: str | None = None) -> list[PairSpec]:
@@ -41,7 +53,8 @@ def discover_pairs(source: str, manifest: str | None = None) -> list[PairSpec]:
     if manifest:
         return _from_manifest(store, manifest)
     folders: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"0": [], "1": []})
-    for key in store.list():
+    listed = store.list_info()  # one listing, versions and sizes included: the photos are never probed again
+    for key in listed:
         p = PurePosixPath(key)
         if p.suffix.lower() in IMAGE_SUFFIXES and p.stem in ("0", "1"):
             folders[str(p.parent)][p.stem].append(key)
@@ -57,7 +70,10 @@ def discover_pairs(source: str, manifest: str | None = None) -> list[PairSpec]:
             elif len(found[side]) > 1:
                 problem = problem or f"several {side}.* images: {', '.join(sorted(found[side]))}"
         uri = {s: store.uri(found[s][0]) if len(found[s]) == 1 else "" for s in ("0", "1")}
-        pairs.append(PairSpec(id=pair_id, image0=uri["0"], image1=uri["1"], problem=problem))
+        info = None if problem else [listed[found[s][0]] for s in ("0", "1")]
+        pairs.append(PairSpec(id=pair_id, image0=uri["0"], image1=uri["1"], problem=problem,
+                              versions=[i.version for i in info] if info else None,
+                              sizes=[i.size for i in info] if info else None))
     return _flag_duplicates(sorted(pairs, key=lambda p: p.id), "the source has it in two spellings (NFC and NFD)")
 
 
@@ -122,13 +138,19 @@ def download_pair(image0: str, image1: str, workdir: str) -> tuple[str, str]:
     return out[0], out[1]
 
 
-def photo_inputs(image0: str, image1: str, attempts: int = 6) -> dict:
+def photo_inputs(image0: str, image1: str, attempts: int = 6, known: Optional[dict] = None) -> dict:
     """The photos as a clip's fingerprint sees them: URIs plus a cheap content version (size+mtime / ETag).
+
+    known: these inputs as the caller already has them (PairSpec.inputs(): the archive's listing), used
+    as they are when they name these very photos, so nothing is read; otherwise the photos are probed.
 
     A missing photo has the version ''; a storage error is retried while transient (outside any task)
     and then RAISED: an empty version taken during an outage went into the fingerprint, which then
     never matched again, so every later run silently re-rendered the pair.
     """
+    if known and known.get("image0") == image0 and known.get("image1") == image1 \
+            and len(known.get("versions") or ()) == 2:
+        return {"image0": image0, "image1": image1, "versions": list(known["versions"])}
     versions = []
     for uri in (image0, image1):
         store, name = split_uri(uri)

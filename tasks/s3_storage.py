@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from .storage import Storage, StorageError, TransientStorageError, _join
+from .storage import ObjectInfo, Storage, StorageError, TransientStorageError, _join
 
 # S3 error codes that mean "try again later"; everything else (AccessDenied, NoSuchBucket, ...) is permanent.
 _TRANSIENT_S3 = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
@@ -17,6 +17,11 @@ _TRANSIENT_S3 = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeou
                  "503", "500", "502", "504"}
 _LOST_RACE = {"PreconditionFailed", "412"}
 _MISSING = {"404", "NoSuchKey", "NotFound"}
+
+
+def _etag(answer: dict) -> str:
+    """The object's version: its ETag without quotes (HEAD and a listing give the same one)."""
+    return str(answer.get("ETag", "")).strip('"')
 
 
 def _code(err) -> str:
@@ -85,7 +90,7 @@ class S3Storage(Storage):
 
     def version(self, key: str) -> str:
         head = self._head(key)
-        return str(head.get("ETag", "")).strip('"') if head else ""
+        return _etag(head) if head else ""
 
     def delete(self, key: str) -> None:
         try:
@@ -130,16 +135,21 @@ class S3Storage(Storage):
         return self.uri(dst)
 
     def list(self, prefix: str = "") -> list[str]:
+        return list(self.list_info(prefix))
+
+    def list_info(self, prefix: str = "") -> dict[str, ObjectInfo]:
+        # The ETag and Size come with every listed object: kept, so nobody HEADs the objects again.
         full = self._key(prefix)
         full = full + "/" if full and not full.endswith("/") else full
-        keys = []
+        found = {}
+        cut = len(self.prefix) + 1 if self.prefix else 0
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
-                keys += [o["Key"] for o in page.get("Contents", [])]
+                for o in page.get("Contents", []):
+                    found[o["Key"][cut:]] = ObjectInfo(_etag(o), int(o.get("Size", 0)))
         except Exception as err:
             raise _s3_error("list", self.uri(prefix), err) from err
-        cut = len(self.prefix) + 1 if self.prefix else 0
-        return sorted(k[cut:] for k in keys)
+        return dict(sorted(found.items()))
 
 
 def s3_client():

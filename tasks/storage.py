@@ -15,11 +15,13 @@ import hashlib
 import os
 import random
 import shutil
+import stat
+import tempfile
 import time
 import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, NamedTuple
 from urllib.parse import urlparse
 
 
@@ -56,6 +58,13 @@ def retry_transient(fn, *args, attempts: int = 6, base_delay: float = 1.0, max_d
             time.sleep(min(max_delay, base_delay * 2 ** attempt) * random.uniform(0.5, 1.5))
 
 
+class ObjectInfo(NamedTuple):
+    """What a listing says of one object: its version (as Storage.version gives it) and its size in bytes."""
+
+    version: str
+    size: int
+
+
 class Storage(ABC):
     """A root (local folder or bucket + prefix); keys are '/'-separated paths relative to it."""
 
@@ -75,6 +84,11 @@ class Storage(ABC):
     @abstractmethod
     def list(self, prefix: str = "") -> list[str]:
         """All object keys under `prefix` (recursive), sorted, relative to this root."""
+
+    def list_info(self, prefix: str = "") -> dict[str, ObjectInfo]:
+        """Every key under `prefix` (as `list`) with its version and size, from the listing itself where the
+        store gives them (S3's ETag and Size, a local stat), so no caller has to probe each object again."""
+        return {key: ObjectInfo(self.version(key), len(self.read_bytes(key))) for key in self.list(prefix)}
 
     @abstractmethod
     def delete(self, key: str) -> None:
@@ -116,11 +130,32 @@ class Storage(ABC):
     def upload(self, path: str | Path, key: str) -> str:
         return self.write_bytes(key, Path(path).read_bytes())
 
+    def publish_file(self, key: str, write: Callable[[Path], object]) -> str:
+        """`write(path)` makes the object's content as a local file, published at `key` in one step; its URI.
+
+        Written once: here into a temporary folder, then one atomic write (S3: one PUT). LocalStorage writes
+        it beside the destination under a unique temporary name and renames it into place. A failed
+        `write` publishes nothing.
+        """
+        with tempfile.TemporaryDirectory(prefix="dreammover-publish-") as tmp:
+            path = Path(tmp) / Path(key).name  # same suffix: writers (ffmpeg) pick the format from it
+            write(path)
+            return self.upload(path, key)
+
 
 def _temporary(path: Path) -> Path:
     """A hidden temporary name beside `path`, unique per call: threads of one process, and containers that
     all run as PID 1 on a shared volume, each get their own (a pid-based name collided)."""
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+
+
+def _stat_version(st: os.stat_result) -> str:
+    """A local file's version: size + mtime (what `version` and a listing both give, so they compare equal)."""
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+def _info(st: os.stat_result) -> ObjectInfo:
+    return ObjectInfo(_stat_version(st), st.st_size)
 
 
 def _join(*parts: str) -> str:
@@ -193,7 +228,7 @@ class LocalStorage(Storage):
             st = self._path(key).stat()
         except FileNotFoundError:
             return ""
-        return f"{st.st_size}-{st.st_mtime_ns}"
+        return _stat_version(st)
 
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[Path]:
@@ -275,14 +310,40 @@ class LocalStorage(Storage):
         return self.uri(dst)
 
     def list(self, prefix: str = "") -> list[str]:
+        return list(self.list_info(prefix))
+
+    def list_info(self, prefix: str = "") -> dict[str, ObjectInfo]:
         base = self._path(prefix)
         if base.is_file():
-            return [prefix]
+            return {prefix: _info(base.stat())}
         if not base.is_dir():
-            return []
-        keys = [p.relative_to(self.root).as_posix() for p in base.rglob("*")
-                if p.is_file() and not p.name.startswith(".")]
-        return sorted(keys)
+            return {}
+        found = {}
+        for p in base.rglob("*"):
+            if p.name.startswith("."):  # temporaries (.partial) and lock files are not objects
+                continue
+            try:
+                st = p.stat()
+            except FileNotFoundError:  # removed while we walked: not there
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found[p.relative_to(self.root).as_posix()] = _info(st)
+        return dict(sorted(found.items()))
+
+    def publish_file(self, key: str, write: Callable[[Path], object]) -> str:
+        # Written in place under a unique hidden name (never listed), then renamed: one write, atomic.
+        path = self._path(key)
+        tmp = path.with_name(f".{uuid.uuid4().hex}.{path.name}")  # keeps the suffix the writer goes by
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write(tmp)
+            tmp.replace(path)
+        except OSError as err:
+            raise _local_error("write", str(path), err) from err
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        return str(path)
 
     def download(self, key: str, path: str | Path) -> Path:
         path = Path(path)

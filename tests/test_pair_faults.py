@@ -37,7 +37,7 @@ def test_every_storage_task_retries_transient_failures():
     from tasks.retry import retry_if_transient
 
     found = _storage_tasks()
-    assert {"prepare-images", "encode-clip", "upload-clip", "write-summary", "fit-pair"} <= set(found)
+    assert {"prepare-images", "publish-clip", "write-summary", "fit-pair"} <= set(found)
     lacking = sorted(name for name, t in found.items()
                      if t.retries < 3 or t.retry_condition_fn is not retry_if_transient)
     assert lacking == [], f"storage tasks without transient retries: {lacking}"
