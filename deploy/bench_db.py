@@ -4,8 +4,10 @@ sqlite:   flows/local_api.py's temporary API (a uvicorn child on SQLite), what o
 postgres: a throwaway PostgreSQL cluster from deploy/pg_start.sh and `prefect server start` on
           127.0.0.1 against it, as deploy/smoke.sh runs the stack (and compose in production).
 Each yields a `ServerCPU` that tells the CPU seconds the API server and its database have used
-so far (the database is inside the server process on SQLite), and the server's log lines that
-name a stall ("database is locked", ...). Everything started here is stopped on exit.
+so far (the database is inside the server process on SQLite). `tee_stderr` keeps a copy of what
+this process and its children (the SQLite API, the Dask workers) write to stderr, and
+`count_stalls` counts the lines there that name a stall ("database is locked", 503s, ...).
+Everything started here is stopped on exit.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -21,7 +24,9 @@ from typing import Callable, Iterator
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-STALLS = ("database is locked", "MissingResult", "retryable status code", "QueuePool limit", "TimeoutError")
+# Log lines that tell the API stalled: SQLite's lock, the 503s it answers meanwhile, lost results, client retries.
+STALLS = ("database is locked", "503 Service Unavailable", "MissingResult", "retryable status code",
+          "QueuePool limit")
 
 
 def tree_cpu(root: psutil.Process, children: bool = True) -> float:
@@ -50,11 +55,43 @@ class ServerCPU:
         return tree_cpu(proc) if proc else 0.0
 
     def stalls(self) -> dict[str, int]:
-        """Lines of the server's log naming each stall (empty when its output is not kept: SQLite's goes to stderr)."""
-        if self.log is None or not self.log.exists():
-            return {}
-        text = self.log.read_text(errors="replace")
-        return {s: text.count(s) for s in STALLS if s in text}
+        """Lines of the server's own log naming each stall (the SQLite API's output is in stderr instead)."""
+        return count_stalls(self.log)
+
+
+def count_stalls(log: Path | None) -> dict[str, int]:
+    """How many lines of `log` name each stall (only those seen)."""
+    if log is None or not log.exists():
+        return {}
+    lines = log.read_text(errors="replace").splitlines()
+    counts = {s: sum(s in line for line in lines) for s in STALLS}
+    return {s: n for s, n in counts.items() if n}
+
+
+@contextlib.contextmanager
+def tee_stderr(copy: Path) -> Iterator[Path]:
+    """Write file descriptor 2 (this process's and every child started meanwhile) to stderr AND to `copy`."""
+    read, write = os.pipe()
+    saved = os.dup(2)
+
+    def pump() -> None:
+        with copy.open("ab") as out, os.fdopen(read, "rb", buffering=0) as src:
+            for chunk in iter(lambda: src.read(65536), b""):
+                os.write(saved, chunk)
+                out.write(chunk)
+
+    thread = threading.Thread(target=pump, name="tee-stderr", daemon=True)
+    thread.start()
+    sys.stderr.flush()
+    os.dup2(write, 2)
+    os.close(write)
+    try:
+        yield copy
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # our end of the pipe closes; the pump ends when the children's ends are closed too
+        thread.join(timeout=30)
+        os.close(saved)
 
 
 def _uvicorn_child() -> psutil.Process | None:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import shutil
 import tempfile
@@ -101,22 +100,6 @@ def _workers_cpu(address: str | None) -> float:
         return sum(client.run(_cpu_seconds).values())
 
 
-class _StallCounter(logging.Handler):
-    """Counts this process's log records that name a stall of the API or its database."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: dict[str, int] = {}
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from deploy.bench_db import STALLS
-
-        text = record.getMessage() + (logging.Formatter().formatException(record.exc_info) if record.exc_info else "")
-        for stall in STALLS:
-            if stall in text:
-                self.counts[stall] = self.counts.get(stall, 0) + 1
-
-
 @contextlib.contextmanager
 def _pool(workers: int, model: str, cold: bool, preload: str):
     """The dask argument of the archive run: a running pool's address, or 'processes:N' (started by the run)."""
@@ -165,7 +148,7 @@ def _print_failures(report: dict) -> None:
             print(f"pool:   failed {e['pair']}: {e.get('reason')}", flush=True)
 
 
-def _print_null(r: dict, workers: int, db: str, stalls: dict, server_stalls: dict) -> None:
+def _print_null(r: dict, workers: int, db: str, stalls: dict) -> None:
     """The orchestration figures of one null-model archive run."""
     report, n = r["report"], max(1, len(r["report"]["pairs"]))
     per_pair, parts = r["orchestration_cpu"] / n, r["orchestration_parts"]
@@ -176,8 +159,7 @@ def _print_null(r: dict, workers: int, db: str, stalls: dict, server_stalls: dic
           f"database {parts['database'] / n:.3f}) -> at most {60 / per_pair:.0f} pairs/min per orchestrator core; "
           f"workers (task engine on the pool) cpu_s per_pair={r['workers_cpu'] / n:.3f}; "
           f"goal <= {GOAL_CPU_PER_PAIR} per pair (>= {60 / GOAL_CPU_PER_PAIR:.0f} pairs/min)", flush=True)
-    print(f"null: stalls: client log {stalls or 'none'}; server log "
-          f"{server_stalls or ('none' if db == 'postgres' else 'n/a (SQLite API writes to stderr)')}", flush=True)
+    print(f"null: stalls (log lines): {stalls or 'none'}", flush=True)
     _print_failures(report)
 
 
@@ -197,14 +179,11 @@ def main() -> None:
         parser.error("--null-model needs the pool started by the benchmark (its preload installs the null model)")
     pairs = args.pairs or (32 if args.null_model else 8)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from deploy.bench_db import prefect_api
+    from deploy.bench_db import count_stalls, prefect_api, tee_stderr
     from dreammover.tiny import ensure_tiny_model
     from flows.runners import WORKER_PRELOAD
 
     work = Path(tempfile.mkdtemp(prefix="dreammover-bench-pool-"))
-    stalls = _StallCounter()
-    for name in ("", "prefect"):
-        logging.getLogger(name).addHandler(stalls)
     try:
         os.environ["DREAMMOVER_HOME"] = str(work / "home")
         model = str(ensure_tiny_model(work / "models"))
@@ -213,17 +192,15 @@ def main() -> None:
         print(f"pool: {pairs} pairs, clip settings {config} (the rest: defaults), "
               f"{'pool started by each run' if args.cold_pool else 'pool started before the clock, model preloaded'}"
               f"{', NULL model' if args.null_model else ''}, Prefect API on {args.db}", flush=True)
-        with prefect_api(args.db, work) as meter:
+        figures: dict = {}
+        with tee_stderr(work / "stderr.log") as log, prefect_api(args.db, work) as meter:
             if args.null_model:
                 from deploy import null_preload
 
                 null_preload.install()  # also here, should a model task run in this process
                 r = run(work / "pairs", work, args.workers, model, config, False, meter, "deploy.null_preload")
                 r["clips"] = sum(1 for p in (work / f"clips-{args.workers}").rglob("*.mp4") if p.stat().st_size)
-                _print_null(r, args.workers, args.db, stalls.counts, meter.stalls())
-                return
-            figures = {}
-            for workers in (1, args.workers):
+            for workers in () if args.null_model else (1, args.workers):
                 r = run(work / "pairs", work, workers, model, config, args.cold_pool, meter, WORKER_PRELOAD)
                 report, figures[workers] = r["report"], r["seconds"]
                 loads = sum(report["pool"]["model_loads"].values())
@@ -233,9 +210,13 @@ def main() -> None:
                       f"workers={'n/a (pool started by the run)' if args.cold_pool else round(r['workers_cpu'], 1)}",
                       flush=True)
                 _print_failures(report)
+        # After both contexts: the server and the workers have exited, so their last lines are in the log.
+        stalls = {**count_stalls(log), **{f"server: {k}": n for k, n in meter.stalls().items()}}
+        if args.null_model:
+            _print_null(r, args.workers, args.db, stalls)
+            return
         print(f"pool: ratio {args.workers}-worker / 1-worker wall time = {figures[args.workers] / figures[1]:.2f} "
-              f"(target <= 0.65; {os.cpu_count()} CPU cores on this machine); stalls in the client log: "
-              f"{stalls.counts or 'none'}; server log: {meter.stalls() or 'n/a'}")
+              f"(target <= 0.65; {os.cpu_count()} CPU cores on this machine); stalls (log lines): {stalls or 'none'}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
