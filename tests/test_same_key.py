@@ -78,3 +78,58 @@ def test_put_images_passes_overwrite_on(cache):
     uri = put_images(cache, "frames/f.safetensors", first, overwrite=False)
     assert put_images(cache, "frames/f.safetensors", [np.zeros((4, 4, 3), np.uint8)], overwrite=False) == uri
     assert np.array_equal(get_images(uri)[0], first[0])
+
+
+def test_a_fit_that_loses_the_lora_key_inverts_under_the_winners_weights(prefect_env, tiny_model_dir, tmp_path):
+    """fit-pair fits and inverts in one task: when another producer stores the pair's LoRA while this one
+    fits (the storage gains the object mid-fit: a real file write), the winner's weights stand, and the
+    inversion stored must be the one made under them, not under the weights that lost."""
+    from render_parity import write_photos
+
+    from dreammover import InterpolationConfig
+    from dreammover.state import PairState
+    from tasks.artifacts import get_images, lora_key, put_tensors
+    from tasks.fit_pair import fit_pair
+    from tasks.models import MODELS, ModelSpec, load_model
+    from tasks.prepare import prepare_images
+    from tasks.storage import read_uri
+
+    cache, model = str(tmp_path / "cache"), ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="fp32")
+    config = InterpolationConfig(size=64, num_frames=2, lora_steps=4, lora_rank=4, lora_lr=5e-2,
+                                 num_inference_steps=10, inversion_steps=6, feature_step=3)
+    p0, p1 = write_photos(tmp_path / "photos")
+    prepared = prepare_images(str(p0), str(p1), config, cache)
+    identity = load_model(model).identity
+    lora_name = f"lora/{lora_key(prepared.hash, identity, config, cache)}.safetensors"
+    images = get_images(prepared.uri)
+
+    def state_under(weights) -> PairState:
+        with MODELS.use(model) as m:
+            m.dm.use_lora(weights, config.lora_rank)
+            m.forget_lora()
+            return m.dm.fit_pair(images, config, lora="active").state
+
+    with MODELS.use(model) as m:  # the other producer's weights: the same pair fitted from another seed
+        theirs = m.dm.fit_pair(images, config.model_copy(update={"seed": 99})).lora
+        ours = m.dm.fit_pair(images, config).lora
+        m.forget_lora()
+        written = []
+
+        def store_theirs_mid_fit(*_):
+            if not written:
+                written.append(put_tensors(cache, lora_name, theirs, {"rank": config.lora_rank}))
+
+        hook = m.dm.components.unet.register_forward_pre_hook(store_theirs_mid_fit)
+    try:
+        result = fit_pair(prepared, model, identity, config, cache)
+    finally:
+        hook.remove()
+    assert written  # the object did appear during the fit
+    stored = PairState.from_bytes(read_uri(result.inversion.uri))
+    expected, losing = state_under(theirs), state_under(ours)
+    assert not torch.equal(expected.z_T, losing.z_T)  # the two LoRAs do give different inversions
+    assert torch.equal(stored.z_T, expected.z_T) and torch.equal(stored.z_T_to_0, expected.z_T_to_0)
+    from tasks.artifacts import get_tensors
+
+    kept, _ = get_tensors(result.lora.uri)
+    assert all(torch.equal(kept[k], theirs[k]) for k in theirs)  # the first writer's weights stand
