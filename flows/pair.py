@@ -2,7 +2,7 @@
 
     download -> prepare (here, on the orchestration side)
       -> on the GPU pool (one GPU per model task, the worker's resident model):
-         load model -> fit pair: LoRA + invert + flow, the photos encoded once (content-keyed per pair)
+         fit pair (on the resident model): LoRA + invert + flow, the photos encoded once (content-keyed)
          -> denoise δ chunks (fanned out over the pool) -> decode
       -> encode -> clip under a temporary key, renamed into place -> summary (last) -> link artifact
 
@@ -31,7 +31,7 @@ from tasks.fit_pair import fit_pair
 from tasks.encode import FORMATS, publish_clip
 from tasks.ingest import download_pair, photo_inputs
 from tasks.names import artifact_key
-from tasks.models import ModelSpec, load_model
+from tasks.models import ModelSpec
 from tasks.prepare import prepare_images
 from tasks.results import ChunkArtifact, FittedPairArtifacts, TaskRun
 from tasks.svd import load_svd_model, prepare_svd_images, render_svd_pair
@@ -186,11 +186,8 @@ def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pa
     with tempfile.TemporaryDirectory(prefix="dreammover-pair-") as workdir:
         local0, local1 = download_pair(image0, image1, workdir)
         prepared = prepare_images(local0, local1, config, cache, sources=(image0, image1))
-    with on_gpu():
-        loaded = load_model.submit(model).result()
-
-    pair = on_pool(fit_pair, prepared=prepared, model=model, identity=loaded.identity, config=config, cache=cache,
-                   recompute=refresh == "all")
+    pair = on_pool(fit_pair, prepared=prepared, model=model, config=config, cache=cache, recompute=refresh == "all")
+    loaded = pair.model
     rendered = map_chunks(pair, model, config, cache, refresh=refresh != "none", spread=spread or _pool_workers())
     frames = on_pool(decode_frames, chunks=rendered, prepared=prepared, model=model, config=config, cache=cache,
                      recompute=refresh != "none")

@@ -1,4 +1,5 @@
-"""Steps 1-5 as one pool task: the pair's LoRA and its inversion + flow, the photos encoded once.
+"""Steps 1-5 as one pool task: the pair's LoRA and its inversion + flow, the photos encoded once, on the
+worker's resident model (whose identity the task reads and returns: no separate load task per pair).
 
 Each artifact is content-keyed (tasks/artifacts.py) and reused when the cache storage already holds
 it: a pair whose settings changed only in inversion fields keeps its LoRA; a refit LoRA re-inverts.
@@ -14,15 +15,21 @@ from dreammover.profiling import StageProfile
 
 from .artifacts import get_images, inversion_key, lora_key, publish
 from .models import MODELS, ModelSpec, placement
-from .results import FittedPairArtifacts, InversionArtifact, LoraArtifact, Prepared, TaskRun
+from .results import FittedPairArtifacts, InversionArtifact, LoadedModelInfo, LoraArtifact, Prepared, TaskRun
 from .retry import retry_options
 from .storage import open_storage
 
 
 @task(name="fit-pair", cache_policy=NO_CACHE, **retry_options())
-def fit_pair(prepared: Prepared, model: ModelSpec, identity: str, config: InterpolationConfig, cache: str,
+def fit_pair(prepared: Prepared, model: ModelSpec, config: InterpolationConfig, cache: str,
              recompute: bool = False) -> FittedPairArtifacts:
-    """The pair's LoRA and PairState in the cache storage; recompute: both anew, replacing what is stored."""
+    """The pair's LoRA and PairState in the cache storage; recompute: both anew, replacing what is stored.
+
+    The worker's resident model is taken first (loaded only the first time): its identity keys both.
+    """
+    with MODELS.use(model) as m:
+        loaded = LoadedModelInfo(identity=m.identity, run=TaskRun(computed=True, **placement()))
+    identity = loaded.identity
     store, uses_lora = open_storage(cache), bool(config.lora and config.lora_steps > 0)
     lk, ik = lora_key(prepared.hash, identity, config, cache), inversion_key(prepared.hash, identity, config, cache)
     lora_name, inv_name = f"lora/{lk}.safetensors", f"inversion/{ik}.safetensors"
@@ -32,7 +39,7 @@ def fit_pair(prepared: Prepared, model: ModelSpec, identity: str, config: Interp
     # An inversion made under another LoRA than the stored one would be inconsistent: a refit re-inverts.
     if not refit and not recompute and store.exists(inv_name):
         get_run_logger().info("reusing LoRA and inversion/flow of pair %s", prepared.hash[:12])
-        return FittedPairArtifacts(lora=lora, inversion=inversion)
+        return FittedPairArtifacts(model=loaded, lora=lora, inversion=inversion)
     images = get_images(prepared.uri)  # read before taking the model: a storage error then costs no reload
     with MODELS.use(model) as m:
         check_identity(m.identity, identity)
@@ -71,7 +78,7 @@ def fit_pair(prepared: Prepared, model: ModelSpec, identity: str, config: Interp
     inversion = inversion.model_copy(update={
         "run": TaskRun(computed=True, unet_evals=sum(evals.values()), seconds=sum(seconds.values()), **where)})
     get_run_logger().info("inverted pair and estimated flow in %.1fs", inversion.run.seconds)
-    return FittedPairArtifacts(lora=lora, inversion=inversion)
+    return FittedPairArtifacts(model=loaded, lora=lora, inversion=inversion)
 
 
 def check_identity(loaded: str, expected: str) -> None:

@@ -64,8 +64,9 @@ class InversionArtifact(_Result):
 
 
 class FittedPairArtifacts(_Result):
-    """Steps 1-5 of one pair: its LoRA and the inversion made under it."""
+    """Steps 1-5 of one pair: the model that keyed them, its LoRA and the inversion made under it."""
 
+    model: LoadedModelInfo
     lora: LoraArtifact
     inversion: InversionArtifact
 

@@ -121,7 +121,7 @@ def test_a_fit_that_loses_the_lora_key_inverts_under_the_winners_weights(prefect
 
         hook = m.dm.components.unet.register_forward_pre_hook(store_theirs_mid_fit)
     try:
-        result = fit_pair(prepared, model, identity, config, cache)
+        result = fit_pair(prepared, model, config, cache)
     finally:
         hook.remove()
     assert written  # the object did appear during the fit
