@@ -7,6 +7,7 @@ means a concurrent conditional request was in flight, which is worth a retry.
 """
 from __future__ import annotations
 
+import functools
 import os
 
 from .storage import ObjectInfo, Storage, StorageError, TransientStorageError, _join
@@ -153,7 +154,23 @@ class S3Storage(Storage):
 
 
 def s3_client():
-    """A boto3 S3 client from the standard chain; endpoint/region come from AWS_* env vars or config files."""
+    """The boto3 S3 client of this process for the current AWS_* configuration (standard chain; endpoint and
+    region from AWS_* env vars or config files), made once and shared: clients are thread-safe, and making
+    one costs about 0.1 CPU s (botocore loads its service model), which every open_storage of an s3:// URI
+    paid, about ten times per pair. Keyed by the process (a forked child makes its own) and the settings
+    that shape a client, so a changed environment gets a new one."""
+    settings = tuple(sorted((k, v) for k, v in os.environ.items()
+                            if k.startswith("AWS_") or k == "DREAMMOVER_S3_ADDRESSING_STYLE"))
+    return _shared_client(os.getpid(), settings)
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_client(pid: int, settings: tuple):
+    return new_s3_client()
+
+
+def new_s3_client():
+    """A new boto3 S3 client from the standard chain (s3_client shares one)."""
     import boto3
     from botocore.config import Config
 
