@@ -1,6 +1,6 @@
 """interpolate_pair: one pair -> one clip, read top-down as DESIGN §3.
 
-    download -> prepare (here, on the orchestration side)
+    prepare: fetch + load + fit to the working size (here, on the orchestration side)
       -> on the GPU pool (one GPU per model task, the worker's resident model):
          fit pair (on the resident model): LoRA + invert + flow, the photos encoded once (content-keyed)
          -> denoise δ chunks (fanned out over the pool) -> decode
@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import PurePosixPath
 from typing import Literal, Optional, Union
@@ -29,7 +28,7 @@ from tasks.decode import decode_frames
 from tasks.denoise import denoise_chunk
 from tasks.fit_pair import fit_pair
 from tasks.encode import FORMATS, publish_clip
-from tasks.ingest import download_pair, photo_inputs
+from tasks.ingest import photo_inputs
 from tasks.names import artifact_key
 from tasks.models import ModelSpec
 from tasks.prepare import prepare_images
@@ -183,9 +182,7 @@ def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pa
     # Read once: the summary records the very versions its fingerprint was computed from.
     inputs = photo_inputs(image0, image1, known=inputs)  # the archive's listing gave them: no HEAD
     clip_id = fingerprint(image0, image1, model, config, fps, fmt, inputs=inputs, preset=recipe)
-    with tempfile.TemporaryDirectory(prefix="dreammover-pair-") as workdir:
-        local0, local1 = download_pair(image0, image1, workdir)
-        prepared = prepare_images(local0, local1, config, cache, sources=(image0, image1))
+    prepared = prepare_images(image0, image1, config, cache)
     pair = on_pool(fit_pair, prepared=prepared, model=model, config=config, cache=cache, recompute=refresh == "all")
     loaded = pair.model
     rendered = map_chunks(pair, model, config, cache, refresh=refresh != "none", spread=spread or _pool_workers())
@@ -234,9 +231,7 @@ def _render_svd(image0, image1, output, config: SVDKeyframeConfig, model, fps, c
     with on_gpu():
         loaded = load_svd_model.submit(model).result()
     config = config if config.size is not None else config.model_copy(update={"size": loaded.native_size})
-    with tempfile.TemporaryDirectory(prefix="dreammover-pair-") as workdir:
-        local0, local1 = download_pair(image0, image1, workdir)
-        prepared = prepare_svd_images(local0, local1, config, cache, sources=(image0, image1))
+    prepared = prepare_svd_images(image0, image1, config, cache)
     frames = on_pool(render_svd_pair, prepared=prepared, model=model, identity=loaded.identity, config=config,
                      cache=cache, recompute=refresh != "none")
     clip = publish_clip(frames, fps, fmt, output, recipe)  # written once, before the summary

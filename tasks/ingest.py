@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Optional
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from .names import check_pair_id, normalize_name
@@ -117,7 +118,7 @@ def _flag_duplicates(pairs: list[PairSpec], why: str) -> list[PairSpec]:
     return pairs
 
 
-@task(name="list-pairs", **retry_options())
+@task(name="list-pairs", cache_policy=NO_CACHE, **retry_options())
 def list_pairs(source: str, manifest: Optional[str] = None) -> list[PairSpec]:
     """Walk an S3 prefix or local folder (or read a manifest) for pairs."""
     pairs = discover_pairs(source, manifest)
@@ -125,9 +126,12 @@ def list_pairs(source: str, manifest: Optional[str] = None) -> list[PairSpec]:
     return pairs
 
 
-@task(name="download-pair", **retry_options())
-def download_pair(image0: str, image1: str, workdir: str) -> tuple[str, str]:
-    """Local paths of both photos: remote ones are downloaded into `workdir`, local ones used in place."""
+def fetch_photos(image0: str, image1: str, workdir: str) -> tuple[str, str]:
+    """Local paths of both photos: remote ones are downloaded into `workdir`, local ones used in place.
+
+    Called inside the prepare tasks (their retries cover it): a task of its own was one more task run
+    per pair for the orchestrator and its API.
+    """
     out = []
     for side, uri in (("0", image0), ("1", image1)):
         if not is_remote(uri):

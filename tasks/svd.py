@@ -55,15 +55,14 @@ def load_svd_model(model: ModelSpec) -> LoadedModelInfo:
 
 
 @task(name="prepare-svd-images", cache_policy=NO_CACHE, **retry_options())
-def prepare_svd_images(image0: str, image1: str, config: SVDKeyframeConfig, cache: str,
-                       sources: tuple[str, str] | None = None) -> Prepared:
+def prepare_svd_images(image0: str, image1: str, config: SVDKeyframeConfig, cache: str) -> Prepared:
     """Both photos at the backend's working frame (16:9 crop or the inputs' aspect), stored under their hash.
 
     `config.size` must be resolved (not None). Not cached, like prepare-images: it notices changed photos.
     """
     from dreammover.backends.svd_keyframe import fit_keyframes
 
-    return store_prepared(lambda a, b: fit_keyframes(a, b, config), image0, image1, cache, sources, "keyframes")
+    return store_prepared(lambda a, b: fit_keyframes(a, b, config), image0, image1, cache, "keyframes")
 
 
 @task(name="render-svd-pair", cache_policy=NO_CACHE, **retry_options())
