@@ -72,3 +72,24 @@ def test_null_loader_is_resident_once_with_a_stable_identity(tiny_model_dir):
         assert cache.loads == 1 and isinstance(first, null_preload.NullLoadedModel)
     finally:
         models.LoadedModel = original
+
+
+def test_null_model_through_the_librarys_composites(tiny_model_dir, tmp_path):
+    """interpolate (and the composites it is built from) runs on the null model and gives the real clip's frame shapes."""
+    from PIL import Image
+
+    from deploy.null_model import NullDreamMover
+
+    rng = np.random.default_rng(1)
+    photos = []
+    for side in (0, 1):
+        photos.append(tmp_path / f"{side}.png")
+        Image.fromarray(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8)).save(photos[-1])
+    real = DreamMover.from_pretrained(str(tiny_model_dir), device="cpu", dtype=torch.float32)
+    try:
+        want = real.interpolate(*photos, CONFIG)
+    finally:
+        real.use_lora(None, CONFIG.lora_rank)
+    got = NullDreamMover(str(tiny_model_dir)).interpolate(*photos, CONFIG)
+    assert [_shape(f) for f in got.frames] == [_shape(f) for f in want.frames]
+    assert [_shape(f) for f in got.flows] == [_shape(f) for f in want.flows]
