@@ -4,6 +4,7 @@
       -> on the GPU pool (one GPU per model task, the worker's resident model):
          fit pair (on the resident model): LoRA + invert + flow, the photos encoded once (content-keyed)
          -> denoise δ chunks (fanned out over the pool) -> decode
+         (a pair with a GPU to itself, spread=1: the same three steps in ONE pool task, render-frames)
       -> encode -> clip under a temporary key, renamed into place -> summary (last) -> link artifact
 
     backend="svd" (Generative Inbetweening, dreammover/backends): download -> load the SVD model
@@ -32,9 +33,10 @@ from tasks.ingest import photo_inputs
 from tasks.names import artifact_key
 from tasks.models import ModelSpec
 from tasks.prepare import prepare_images
+from tasks.render import render_frames
 from tasks.results import ChunkArtifact, FittedPairArtifacts, TaskRun
 from tasks.svd import load_svd_model, prepare_svd_images, render_svd_pair
-from tasks.upload import write_summary
+from tasks.upload import summary_uri  # noqa: F401 - flows.pair.summary_uri is public API
 
 from .runners import default_cache, gpu_pool, on_gpu, pool_runner
 
@@ -50,11 +52,6 @@ def clip_format(output: str) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"{output}: clip must end in one of {', '.join('.' + f for f in FORMATS)}")
     return fmt
-
-
-def summary_uri(output: str) -> str:
-    """The per-pair JSON summary sits next to the clip: <pair>.mp4 -> <pair>.json."""
-    return output.rsplit(".", 1)[0] + ".json"
 
 
 def plan_chunks(config: InterpolationConfig, spread: int = 1) -> list[list[float]]:
@@ -183,19 +180,23 @@ def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pa
     inputs = photo_inputs(image0, image1, known=inputs)  # the archive's listing gave them: no HEAD
     clip_id = fingerprint(image0, image1, model, config, fps, fmt, inputs=inputs, preset=recipe)
     prepared = prepare_images(image0, image1, config, cache)
-    pair = on_pool(fit_pair, prepared=prepared, model=model, config=config, cache=cache, recompute=refresh == "all")
+    spread = spread or _pool_workers()
+    if spread == 1:  # a GPU to itself: the whole pair in one pool task, not one per step
+        done = on_pool(render_frames, prepared=prepared, model=model, config=config, cache=cache,
+                       parts=plan_chunks(config, 1), refresh=refresh)
+        pair, rendered, frames = done.pair, done.chunks, done.frames
+    else:
+        pair = on_pool(fit_pair, prepared=prepared, model=model, config=config, cache=cache,
+                       recompute=refresh == "all")
+        rendered = map_chunks(pair, model, config, cache, refresh=refresh != "none", spread=spread)
+        frames = on_pool(decode_frames, chunks=rendered, prepared=prepared, model=model, config=config, cache=cache,
+                         recompute=refresh != "none")
     loaded = pair.model
-    rendered = map_chunks(pair, model, config, cache, refresh=refresh != "none", spread=spread or _pool_workers())
-    frames = on_pool(decode_frames, chunks=rendered, prepared=prepared, model=model, config=config, cache=cache,
-                     recompute=refresh != "none")
-    clip = publish_clip(frames, fps, fmt, output, recipe)  # written once, before the summary
-    written = clip["uri"]
-
     # Reused artifacts carry no placement: count only this run's work.
     ran = [loaded.run, *[a.run for a in (pair.lora, pair.inversion, frames, *rendered) if a.run.computed]]
     summary = {
-        "pair": pair_id or PurePosixPath(output).stem, "status": "done", "output": written, "backend": "dreammover",
-        "fingerprint": clip_id, "inputs": inputs, "frames": clip["frames"], "fps": clip["fps"],
+        "pair": pair_id or PurePosixPath(output).stem, "status": "done", "backend": "dreammover",
+        "fingerprint": clip_id, "inputs": inputs,
         "format": fmt, "preset": (recipe or {}).get("name"), "size": [prepared.width, prepared.height],
         "model": loaded.identity,
         "model_spec": model.model_dump(), "config": config.model_dump(),
@@ -213,7 +214,9 @@ def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pa
         "flow_run_id": str(get_run_context().flow_run.id),
         "seconds": round(time.perf_counter() - start, 3),
     }
-    write_summary(summary, summary_uri(written))  # last: a summary means the clip is complete
+    # The clip, written once, then the summary beside it (last: a summary means the clip is complete).
+    clip = publish_clip(frames, fps, fmt, output, recipe, summary)
+    summary, written = clip["summary"], clip["uri"]
     _link(summary)
     get_run_logger().info("%s: %d frames -> %s (LoRA %s, inversion %s, %d/%d chunks rendered)", summary["pair"],
                           clip["frames"], written, pair.lora.run.status, pair.inversion.run.status,
@@ -234,12 +237,10 @@ def _render_svd(image0, image1, output, config: SVDKeyframeConfig, model, fps, c
     prepared = prepare_svd_images(image0, image1, config, cache)
     frames = on_pool(render_svd_pair, prepared=prepared, model=model, identity=loaded.identity, config=config,
                      cache=cache, recompute=refresh != "none")
-    clip = publish_clip(frames, fps, fmt, output, recipe)  # written once, before the summary
-    written = clip["uri"]
     ran = [loaded.run, *([frames.run] if frames.run.computed else [])]
     summary = {
-        "pair": pair_id or PurePosixPath(output).stem, "status": "done", "output": written, "backend": "svd",
-        "fingerprint": clip_id, "inputs": inputs, "frames": clip["frames"], "fps": clip["fps"],
+        "pair": pair_id or PurePosixPath(output).stem, "status": "done", "backend": "svd",
+        "fingerprint": clip_id, "inputs": inputs,
         "format": fmt, "preset": (recipe or {}).get("name"), "size": [prepared.width, prepared.height],
         "model": loaded.identity,
         "model_spec": model.model_dump(), "config": config.model_dump(),
@@ -249,7 +250,9 @@ def _render_svd(image0, image1, output, config: SVDKeyframeConfig, model, fps, c
         "flow_run_id": str(get_run_context().flow_run.id),
         "seconds": round(time.perf_counter() - start, 3),
     }
-    write_summary(summary, summary_uri(written))  # last: a summary means the clip is complete
+    # The clip, written once, then the summary beside it (last: a summary means the clip is complete).
+    clip = publish_clip(frames, fps, fmt, output, recipe, summary)
+    summary, written = clip["summary"], clip["uri"]
     _link(summary)
     get_run_logger().info("%s: %d frames -> %s (svd frames %s)", summary["pair"], clip["frames"], written,
                           frames.run.status)

@@ -29,7 +29,7 @@ def decode_frames(chunks: list[ChunkArtifact], prepared: Prepared, model: ModelS
     with MODELS.use(model) as m:
         clip = _clip_fitting(m.dm, latents.to(m.dm.dtype), config, inputs)
     put_images(cache, name, clip, overwrite=recompute)  # first writer wins, unless asked to recompute
-    get_run_logger().info("decoded %d frames", len(clip))
+    get_run_logger().debug("decoded %d frames", len(clip))  # the pair flow logs one line per pair
     return out.model_copy(update={"run": TaskRun(computed=True, **placement())})
 
 

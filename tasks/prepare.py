@@ -30,7 +30,7 @@ def store_prepared(fit, image0: str, image1: str, cache: str, what: str = "pair"
     h = images_hash([im0, im1])
     # First writer wins: an existing object (the same photos, any run) stays; one request either way.
     uri = put_images(cache, f"prepared/{h}.safetensors", [im0, im1], overwrite=False)
-    get_run_logger().info("prepared %dx%d %s %s", im0.shape[1], im0.shape[0], what, h[:12])
+    get_run_logger().debug("prepared %dx%d %s %s", im0.shape[1], im0.shape[0], what, h[:12])
     return Prepared(uri=uri, hash=h, height=int(im0.shape[0]), width=int(im0.shape[1]))
 
 

@@ -89,3 +89,11 @@ class FramesArtifact(_Result):
     count: int = Field(ge=2)
     run: TaskRun = TaskRun()
     stage_seconds: dict[str, float] = {}
+
+
+class RenderedFrames(_Result):
+    """A pair rendered by one task (tasks/render.py): its fitted pair, δ chunks and decoded frames."""
+
+    pair: FittedPairArtifacts
+    chunks: list[ChunkArtifact]
+    frames: FramesArtifact

@@ -1,4 +1,4 @@
-"""Publish the per-pair JSON summary, last: after the clip (tasks/encode.py publish_clip) is complete.
+"""The per-pair JSON summary, written last: by publish_clip (tasks/encode.py) right after its clip.
 
 A reader (or the archive's skip check) that sees the summary therefore sees the whole clip it
 describes; a run that dies in between leaves no summary, so the pair is rendered again next time.
@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 
-from prefect import task
-from prefect.cache_policies import NO_CACHE
-
-from .retry import retry_options
 from .storage import write_uri
 
 
-@task(name="write-summary", cache_policy=NO_CACHE, **retry_options())
-def write_summary(summary: dict, destination: str) -> str:
+def summary_uri(output: str) -> str:
+    """The per-pair JSON summary sits next to the clip: <pair>.mp4 -> <pair>.json."""
+    return output.rsplit(".", 1)[0] + ".json"
+
+
+def store_summary(summary: dict, destination: str) -> str:
+    """Write the summary JSON at `destination` (publish_clip calls it right after the clip)."""
     return write_uri(destination, (json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n").encode())

@@ -24,7 +24,7 @@ def _storage_tasks():
     from prefect import Task
 
     found = {}
-    for module in ("tasks.ingest", "tasks.prepare", "tasks.encode", "tasks.upload", "tasks.fit_pair",
+    for module in ("tasks.ingest", "tasks.prepare", "tasks.encode", "tasks.upload", "tasks.fit_pair", "tasks.render",
                    "tasks.denoise", "tasks.decode", "tasks.svd"):
         for value in vars(importlib.import_module(module)).values():
             if isinstance(value, Task):
@@ -37,7 +37,7 @@ def test_every_storage_task_retries_transient_failures():
     from tasks.retry import retry_if_transient
 
     found = _storage_tasks()
-    assert {"prepare-images", "publish-clip", "write-summary", "fit-pair"} <= set(found)
+    assert {"prepare-images", "publish-clip", "fit-pair", "render-frames"} <= set(found)
     lacking = sorted(name for name, t in found.items()
                      if t.retries < 3 or t.retry_condition_fn is not retry_if_transient)
     assert lacking == [], f"storage tasks without transient retries: {lacking}"
