@@ -17,12 +17,14 @@ RUN apt-get update && apt-get install -y --no-install-recommends ffmpeg \
 WORKDIR /opt/dreammover
 # Dependencies first (better layer caching), then the code.
 COPY pyproject.toml README.md constraints.txt ./
-RUN mkdir -p dreammover tasks flows && touch dreammover/__init__.py tasks/__init__.py flows/__init__.py \
+RUN for d in dreammover dreammover/backends dreammover/evaluation tasks flows studio; do \
+        mkdir -p "$d" && touch "$d/__init__.py"; done \
     && pip install -c constraints.txt ".[kubernetes]" && pip uninstall -y dreammover \
     && python -c "import torch, transformers; assert tuple(map(int, torch.__version__.split('.')[:2])) >= (2, 6)"
 COPY dreammover ./dreammover
 COPY tasks ./tasks
 COPY flows ./flows
+COPY studio ./studio
 COPY deploy ./deploy
 RUN pip install --no-deps . \
     && useradd --uid 10001 --create-home --shell /usr/sbin/nologin dreammover \

@@ -23,7 +23,7 @@ from fault_harness import concurrent_writes, s3_store, serialized_moto, takeover
 
 
 def _stores(backend: str, stack: contextlib.ExitStack):
-    from tasks.storage import LocalStorage
+    from dreammover_tasks.storage import LocalStorage
 
     if backend in ("local", "both"):
         yield "local", lambda name: LocalStorage(stack.enter_context(tempfile.TemporaryDirectory()) + "/" + name)

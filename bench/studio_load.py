@@ -1,6 +1,6 @@
 """Load benchmark of the studio (issue #16): 30 open event streams and 10 submits while a job runs.
 
-Starts `python -m studio studio --model tiny` on a free port (signed in with DREAMMOVER_STUDIO_TOKEN), queues
+Starts `python -m dreammover_studio studio --model tiny` on a free port (signed in with DREAMMOVER_STUDIO_TOKEN), queues
 one long job, opens 30 server-sent-event streams on it, sends 10 submits of two 2-megapixel photos each (image
 checks, thumbnails and estimates: the CPU work that must stay off the event loop), and meanwhile measures
 `GET /jobs/{id}` latency. Prints p50/p95/p99/max; the figure goes in docs/studio.md (not a timed test).

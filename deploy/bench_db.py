@@ -118,7 +118,7 @@ def _wait_health(url: str, proc: subprocess.Popen, log: Path, timeout: float = 1
 
 @contextlib.contextmanager
 def _postgres(work: Path) -> Iterator[ServerCPU]:
-    from flows.local_api import _free_port
+    from dreammover_flows.local_api import _free_port
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     pg = work / "pg"
@@ -161,7 +161,7 @@ def prefect_api(db: str, work: Path) -> Iterator[ServerCPU]:
         with _postgres(work) as meter:
             yield meter
         return
-    from flows.local_api import temporary_api
+    from dreammover_flows.local_api import temporary_api
 
     with temporary_api():
         yield ServerCPU(_uvicorn_child, lambda: None)

@@ -6,7 +6,7 @@
         [--workers 2] [--db sqlite|postgres]
 
 The pool is started before the clock, as in production: long-lived workers with GPU=1 each and
-the model preloaded (deploy/compose.yaml starts one `dask worker --preload tasks.gpu_worker` per
+the model preloaded (deploy/compose.yaml starts one `dask worker --preload dreammover_tasks.gpu_worker` per
 GPU), here as worker processes on the CPU. --cold-pool instead lets each archive run start its own
 pool (`--dask processes:N`), so the workers' start and model load are on the clock.
 
@@ -108,7 +108,7 @@ def _pool(workers: int, model: str, cold: bool, preload: str):
         return
     from distributed import LocalCluster
 
-    from flows.runners import GPU
+    from dreammover_flows.runners import GPU
 
     os.environ["DREAMMOVER_PRELOAD_MODEL"] = model  # read by the workers' preload (tasks/gpu_worker.py)
     try:
@@ -122,8 +122,8 @@ def _pool(workers: int, model: str, cold: bool, preload: str):
 def run(pairs: Path, work: Path, workers: int, model: str, config: dict, cold: bool, meter,
         preload: str) -> dict:
     from dreammover import InterpolationConfig
-    from flows.archive import interpolate_archive
-    from tasks.models import ModelSpec
+    from dreammover_flows.archive import interpolate_archive
+    from dreammover_tasks.models import ModelSpec
 
     def orchestration() -> dict:
         return {"self": _self_cpu(children=not cold), "server": meter.server(), "database": meter.database()}
@@ -181,7 +181,7 @@ def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from deploy.bench_db import count_stalls, prefect_api, tee_stderr
     from dreammover.tiny import ensure_tiny_model
-    from flows.runners import WORKER_PRELOAD
+    from dreammover_flows.runners import WORKER_PRELOAD
 
     work = Path(tempfile.mkdtemp(prefix="dreammover-bench-pool-"))
     try:

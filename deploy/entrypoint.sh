@@ -14,7 +14,7 @@ case "$role" in
   gpu-worker)
     shift || true
     exec dask worker "${DASK_SCHEDULER_ADDRESS:?set DASK_SCHEDULER_ADDRESS}" --nthreads 1 --nworkers 1 \
-        --resources GPU=1 --preload tasks.gpu_worker --dashboard-address :8787 \
+        --resources GPU=1 --preload dreammover_tasks.gpu_worker --dashboard-address :8787 \
         --name "${DREAMMOVER_WORKER_NAME:-$(hostname)}" "$@" ;;
   healthcheck)
     if [ -n "$DASK_SCHEDULER_ADDRESS" ]; then

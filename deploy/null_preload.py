@@ -2,15 +2,15 @@
 
     dask worker ... --preload deploy.null_preload      (deploy/bench_pool.py --null-model starts its pool so)
 
-`tasks.models.ModelCache.use` builds a model with the module attribute `tasks.models.LoadedModel`,
+`dreammover_tasks.models.ModelCache.use` builds a model with the module attribute `dreammover_tasks.models.LoadedModel`,
 looked up at call time; `install()` points that attribute at `NullLoadedModel`, whose `.dm` is a
 `deploy.null_model.NullDreamMover`. Everything else (thread pinning, the preloaded model, its
 release on close) is the real preload's, which this one then runs.
 """
 from __future__ import annotations
 
-from tasks import models
-from tasks.models import LoadedModel
+from dreammover_tasks import models
+from dreammover_tasks.models import LoadedModel
 
 from deploy.null_model import NullDreamMover
 
@@ -31,7 +31,7 @@ def install() -> None:
 
 async def dask_setup(worker) -> None:
     """Entry point of `--preload deploy.null_preload`: install, then the real preload (tasks.gpu_worker)."""
-    from tasks import gpu_worker
+    from dreammover_tasks import gpu_worker
 
     install()
     await gpu_worker.dask_setup(worker)

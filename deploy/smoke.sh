@@ -61,7 +61,7 @@ DPORT=$(free_port)
 start scheduler dask scheduler --host 127.0.0.1 --port "$DPORT" --no-dashboard
 for i in 0 1; do  # CUDA_VISIBLE_DEVICES=$i on a GPU machine; here both run on the CPU
     start "gpu-worker-$i" dask worker "tcp://127.0.0.1:$DPORT" --nthreads 1 --nworkers 1 --resources GPU=1 \
-        --preload tasks.gpu_worker --no-dashboard --name "gpu-$i"
+        --preload dreammover_tasks.gpu_worker --no-dashboard --name "gpu-$i"
 done
 
 # Inputs while the services start: the tiny model and 3 pairs.

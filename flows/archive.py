@@ -35,11 +35,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from dreammover.config import InterpolationConfig
 from dreammover.model_identity import visible_identity
 from dreammover.models import default_cache_dir
-from tasks import leases
-from tasks.encode import FORMATS
-from tasks.ingest import PairSpec, list_pairs
-from tasks.models import ModelSpec
-from tasks.storage import StorageError, open_storage, retry_transient
+from dreammover_tasks import leases
+from dreammover_tasks.encode import FORMATS
+from dreammover_tasks.ingest import PairSpec, list_pairs
+from dreammover_tasks.models import ModelSpec
+from dreammover_tasks.storage import StorageError, open_storage, retry_transient
 
 from . import archive_leases, archive_log
 from .archive_plan import _is_current, _plan, _summary  # noqa: F401 - _plan is also tested from here

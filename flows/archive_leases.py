@@ -14,8 +14,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-from tasks import leases
-from tasks.storage import StorageError, retry_transient
+from dreammover_tasks import leases
+from dreammover_tasks.storage import StorageError, retry_transient
 
 TAKE_THREADS = 16  # concurrent lease takes: one by one, thousands of pairs waited on each other's round trip
 

@@ -13,8 +13,8 @@ import json
 from typing import Optional
 
 from dreammover.model_identity import weights_changed
-from tasks.ingest import PairSpec, photo_inputs
-from tasks.storage import StorageError, TransientStorageError, read_uri, retry_transient, uri_exists
+from dreammover_tasks.ingest import PairSpec, photo_inputs
+from dreammover_tasks.storage import StorageError, TransientStorageError, read_uri, retry_transient, uri_exists
 
 from .pair import fingerprint, summary_uri
 

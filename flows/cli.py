@@ -107,15 +107,15 @@ def run_pair(
     for uri in (image0, image1):  # a clear message now beats a failed flow run later
         if "://" not in uri and not Path(uri).is_file():
             fail(f"{uri}: file not found", EXIT_BAD_INPUT)
-    from flows.pair import clip_format, clip_preset, interpolate_pair
-    from tasks.models import ModelSpec
+    from dreammover_flows.pair import clip_format, clip_preset, interpolate_pair
+    from dreammover_tasks.models import ModelSpec
 
     try:
         clip_format(output)
         clip_preset(preset, output)
     except ValueError as err:
         fail(str(err), EXIT_BAD_INPUT)
-    from flows.local_api import temporary_api
+    from dreammover_flows.local_api import temporary_api
 
     with temporary_api():
         state = interpolate_pair(image0, image1, output, config=config, fps=fps, cache=cache, dask=dask,
@@ -153,22 +153,22 @@ def run_archive(
     config, model = _backend_config(backend, model, config_file, frames, size, prompt, seed, frames_per_batch)
     if "://" not in source and not Path(source).is_dir():
         fail(f"{source}: no such folder", EXIT_BAD_INPUT)
-    from flows.archive import EXIT_CODES, interpolate_archive
-    from tasks.encode import FORMATS
-    from tasks.models import ModelSpec
+    from dreammover_flows.archive import EXIT_CODES, interpolate_archive
+    from dreammover_tasks.encode import FORMATS
+    from dreammover_tasks.models import ModelSpec
 
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})", EXIT_BAD_INPUT)
-    from flows.pair import clip_preset
+    from dreammover_flows.pair import clip_preset
 
     try:
         clip_preset(preset, f"clip.{fmt}")
     except ValueError as err:
         fail(str(err), EXIT_BAD_INPUT)
 
-    from flows.archive import ArchiveIncomplete, EmptySource, OutputNotWritable
-    from flows.local_api import temporary_api
-    from tasks.storage import StorageError
+    from dreammover_flows.archive import ArchiveIncomplete, EmptySource, OutputNotWritable
+    from dreammover_flows.local_api import temporary_api
+    from dreammover_tasks.storage import StorageError
 
     # The flow checks the output (one probe write) and lists the source once, before any pair; here they
     # were done a second time. Its OutputNotWritable / EmptySource / a source it cannot list exit 2 below.

@@ -24,19 +24,19 @@ from dreammover.backends import config_type
 from dreammover.backends.svd_config import SVDKeyframeConfig
 from dreammover.config import InterpolationConfig
 from dreammover.denoise import chunks as split_chunks
-from tasks.artifacts import clip_fingerprint
-from tasks.decode import decode_frames
-from tasks.denoise import denoise_chunk
-from tasks.fit_pair import fit_pair
-from tasks.encode import FORMATS, publish_clip
-from tasks.ingest import photo_inputs
-from tasks.names import artifact_key
-from tasks.models import ModelSpec
-from tasks.prepare import prepare_images
-from tasks.render import render_frames
-from tasks.results import ChunkArtifact, FittedPairArtifacts, TaskRun
-from tasks.svd import load_svd_model, prepare_svd_images, render_svd_pair
-from tasks.upload import summary_uri  # noqa: F401 - flows.pair.summary_uri is public API
+from dreammover_tasks.artifacts import clip_fingerprint
+from dreammover_tasks.decode import decode_frames
+from dreammover_tasks.denoise import denoise_chunk
+from dreammover_tasks.fit_pair import fit_pair
+from dreammover_tasks.encode import FORMATS, publish_clip
+from dreammover_tasks.ingest import photo_inputs
+from dreammover_tasks.names import artifact_key
+from dreammover_tasks.models import ModelSpec
+from dreammover_tasks.prepare import prepare_images
+from dreammover_tasks.render import render_frames
+from dreammover_tasks.results import ChunkArtifact, FittedPairArtifacts, TaskRun
+from dreammover_tasks.svd import load_svd_model, prepare_svd_images, render_svd_pair
+from dreammover_tasks.upload import summary_uri  # noqa: F401 - flows.pair.summary_uri is public API
 
 from .runners import default_cache, gpu_pool, on_gpu, pool_runner
 

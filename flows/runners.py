@@ -7,7 +7,7 @@
                        on CUDA use 'cuda' or one `dask worker` per GPU, or they share cuda:0).
   'cuda'               dask-cuda's LocalCUDACluster: one worker process per visible GPU.
   'tcp://host:8786'    an existing scheduler whose workers were started one per GPU with
-                       `--resources GPU=1 --nthreads 1 --preload tasks.gpu_worker` (deploy/).
+                       `--resources GPU=1 --nthreads 1 --preload dreammover_tasks.gpu_worker` (deploy/).
 Every model task is submitted with the resource annotation GPU=1, so the scheduler runs at
 most one model task per worker (per GPU) and places it by its own resource accounting.
 The archive also tags each pair's tasks (tag_pool_work) so that it can cancel, on the scheduler,
@@ -22,7 +22,7 @@ from dreammover.models import default_cache_dir
 
 # Resource each model task asks for; each GPU worker offers exactly one.
 GPU = {"GPU": 1}
-WORKER_PRELOAD = "tasks.gpu_worker"
+WORKER_PRELOAD = "dreammover_tasks.gpu_worker"
 
 
 def default_cache() -> str:

@@ -1,3 +1,3 @@
-from studio.cli import main
+from dreammover_studio.cli import main
 
 main()

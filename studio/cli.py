@@ -181,7 +181,7 @@ def register(app: typer.Typer) -> None:
 
 
 def main() -> None:
-    """`python -m studio ...` without the installed entry point (tests, a source checkout)."""
+    """`python -m dreammover_studio ...` without the installed entry point (tests, a source checkout)."""
     app = typer.Typer(add_completion=False)
     register(app)
 

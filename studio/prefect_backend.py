@@ -37,9 +37,9 @@ class PrefectBackend:
         return get_client(sync_client=True)
 
     def run(self, folder: Path, config: InterpolationConfig, report) -> tuple[list, dict]:
-        from flows.pair import summary_uri
-        from tasks.artifacts import get_images
-        from tasks.storage import read_uri
+        from dreammover_flows.pair import summary_uri
+        from dreammover_tasks.artifacts import get_images
+        from dreammover_tasks.storage import read_uri
 
         run_deployment = self._run_deployment
         if run_deployment is None:

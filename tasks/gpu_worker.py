@@ -3,7 +3,7 @@
 Start one worker per GPU (deploy/compose.yaml, deploy/smoke.sh):
 
     CUDA_VISIBLE_DEVICES=0 dask worker tcp://scheduler:8786 --nthreads 1 --resources GPU=1 \\
-        --preload tasks.gpu_worker
+        --preload dreammover_tasks.gpu_worker
 
 The worker process keeps the model it loaded (tasks/models.py) across every pair and chunk it
 runs. `DREAMMOVER_PRELOAD_MODEL` (a model id/path, e.g. 'tiny') loads it at start instead of on
@@ -51,6 +51,6 @@ class ModelHost(WorkerPlugin):
 
 
 async def dask_setup(worker) -> None:
-    """Entry point of `dask worker --preload tasks.gpu_worker`."""
+    """Entry point of `dask worker --preload dreammover_tasks.gpu_worker`."""
     await worker.plugin_add(ModelHost(os.environ.get("DREAMMOVER_PRELOAD_MODEL") or None,
                                       os.environ.get("DREAMMOVER_PRELOAD_BACKEND", "dreammover")))

@@ -6,7 +6,7 @@
 The method has no per-pair stage worth caching on its own at pipeline level (encoding the
 keyframes costs one CLIP and one VAE pass), so the unit of caching and of GPU work is the whole
 clip's frames. The model lives in the same process-wide holder as DreamMover's
-(`tasks.models.MODELS`), so a worker keeps at most one model of either kind resident.
+(`dreammover_tasks.models.MODELS`), so a worker keeps at most one model of either kind resident.
 """
 from __future__ import annotations
 

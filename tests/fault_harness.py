@@ -87,7 +87,7 @@ def s3_store(url: str, bucket: str, prefix: str = "", attempts: int = 5):
     import boto3
     from botocore.config import Config
 
-    from tasks.storage import S3Storage
+    from dreammover_tasks.storage import S3Storage
 
     client = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
                           aws_secret_access_key="testing",
@@ -296,7 +296,7 @@ def takeover_races(store, races: int = 200, claimants: int = 4) -> list[int]:
     Returns the number of holders each race ended with (each must be exactly 1). Claimants start
     together behind a barrier, so they really race for the same version of the lease.
     """
-    from tasks import leases
+    from dreammover_tasks import leases
 
     counts = []
     for race in range(races):

@@ -49,7 +49,7 @@ def library_frames(dm, folder: Path) -> np.ndarray:
 
 
 def studio_frames(dm, folder: Path) -> np.ndarray:
-    from studio.local_backend import LocalBackend
+    from dreammover_studio.local_backend import LocalBackend
 
     write_photos(folder)
     backend = LocalBackend(dm)
@@ -70,9 +70,9 @@ def curve_values(dm, folder: Path) -> np.ndarray:
 
 def pipeline_frames(model_dir: Path, folder: Path) -> np.ndarray:
     """The pool's tasks (in this process, no Dask), through the pair flow; its decoded frames artifact."""
-    from flows.pair import interpolate_pair
-    from tasks.artifacts import get_images
-    from tasks.models import ModelSpec
+    from dreammover_flows.pair import interpolate_pair
+    from dreammover_tasks.artifacts import get_images
+    from dreammover_tasks.models import ModelSpec
 
     p0, p1 = write_photos(folder)
     summary = interpolate_pair(str(p0), str(p1), str(folder / "clip.mp4"), config=config(),

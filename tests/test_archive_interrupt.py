@@ -48,7 +48,7 @@ def cluster():
 
 
 def _tagged(cluster, unfinished_only=True):
-    from flows.runners import _UNFINISHED, POOL_TAG
+    from dreammover_flows.runners import _UNFINISHED, POOL_TAG
 
     return [ts for ts in list(cluster.scheduler.tasks.values()) if POOL_TAG in (ts.annotations or {})
             and (ts.state in _UNFINISHED or not unfinished_only)]
@@ -57,7 +57,7 @@ def _tagged(cluster, unfinished_only=True):
 def test_cancel_pool_work_cancels_only_the_tagged_pair_or_run(cluster):
     from distributed import Client
 
-    from flows.runners import cancel_pool_work, tag_pool_work
+    from dreammover_flows.runners import cancel_pool_work, tag_pool_work
 
     with Client(cluster.scheduler_address, set_as_default=False) as client:
         with tag_pool_work("run-1", "dog"):
@@ -82,8 +82,8 @@ def test_cancel_pool_work_cancels_only_the_tagged_pair_or_run(cluster):
 
 
 def test_collect_cancels_the_work_of_a_pair_that_timed_out():
-    from flows.archive import _collect
-    from tasks.ingest import PairSpec
+    from dreammover_flows.archive import _collect
+    from dreammover_tasks.ingest import PairSpec
 
     class Running:  # a run-pair task that never finishes
         state = type("S", (), {"is_final": staticmethod(lambda: False)})()
@@ -98,7 +98,7 @@ def test_collect_cancels_the_work_of_a_pair_that_timed_out():
 
 
 def test_interrupted_archive_leaves_nothing_of_its_run_on_the_pool(prefect_env, cluster, monkeypatch, tmp_path):
-    import flows.archive as archive
+    import dreammover_flows.archive as archive
 
     for side in ("0", "1"):
         (tmp_path / "src" / "dog").mkdir(parents=True, exist_ok=True)
@@ -145,7 +145,7 @@ def timed_pair(image0, image1, output, pair_id=None, dask=None, **params):
 
 
 def test_pool_window_is_refilled_by_whichever_pair_ends_first(prefect_env, cluster, monkeypatch, tmp_path):
-    import flows.archive as archive
+    import dreammover_flows.archive as archive
 
     for pair in "abcd":
         (tmp_path / "src" / pair).mkdir(parents=True)

@@ -23,8 +23,8 @@ class _Records(logging.Handler):
 
 def _archive(tmp_path):
     """One pair already up to date (skipped), one with an unsafe id (failed): a Partial run, no rendering."""
-    from flows.pair import fingerprint
-    from tasks.models import ModelSpec
+    from dreammover_flows.pair import fingerprint
+    from dreammover_tasks.models import ModelSpec
 
     for pid in ("dog", "a\\b"):
         (tmp_path / "src" / pid).mkdir(parents=True)
@@ -44,7 +44,7 @@ def test_a_partial_run_on_a_worker_logs_one_line_and_no_traceback(prefect_env, t
     from prefect.flow_engine import run_flow
     from prefect.logging.loggers import get_logger
 
-    from flows.archive import ArchiveIncomplete, interpolate_archive
+    from dreammover_flows.archive import ArchiveIncomplete, interpolate_archive
 
     handler = _Records()
     loggers = [logging.getLogger(n) for n in ("prefect.flow_runs", "prefect.engine")]

@@ -21,7 +21,7 @@ def state(tiny_dm, dog_pair):
 
 
 def test_auto_is_resolved_from_the_workers_memory_inside_the_denoise_task(tiny_dm, state, monkeypatch):
-    from tasks.denoise import denoise_fitting
+    from dreammover_tasks.denoise import denoise_fitting
 
     cfg = InterpolationConfig(**FAST)
     deltas = cfg.deltas

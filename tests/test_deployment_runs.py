@@ -25,7 +25,7 @@ def deployment(prefect_env) -> str:
 
 
 def _pairs(n: int):
-    from tasks.ingest import PairSpec
+    from dreammover_tasks.ingest import PairSpec
 
     return [(PairSpec(id=f"p{i}", image0=f"/in/p{i}/0.png", image1=f"/in/p{i}/1.png"), f"/out/p{i}.mp4")
             for i in range(n)]
@@ -61,10 +61,10 @@ def test_pair_timeout_counts_from_each_pair_runs_start(deployment, tmp_path):
     """p1 starts only after p0 ends (one worker): past one shared deadline, inside its own. p2 never starts."""
     from prefect import flow
 
-    from flows.deployment_runs import run_on_deployment
-    from tasks import leases
-    from tasks.models import ModelSpec
-    from tasks.storage import open_storage
+    from dreammover_flows.deployment_runs import run_on_deployment
+    from dreammover_tasks import leases
+    from dreammover_tasks.models import ModelSpec
+    from dreammover_tasks.storage import open_storage
 
     entries, released = {}, []
     params = dict(config=InterpolationConfig(), model=ModelSpec(model="tiny"), fps=10.0, cache=None,
@@ -90,10 +90,10 @@ def test_an_interrupted_archive_keeps_the_leases_of_pair_runs_it_did_not_cancel(
     expiring on their own), so no other archive renders them again meanwhile. p2 never got a lease here."""
     from prefect import flow
 
-    from flows.deployment_runs import run_on_deployment
-    from tasks import leases
-    from tasks.models import ModelSpec
-    from tasks.storage import open_storage
+    from dreammover_flows.deployment_runs import run_on_deployment
+    from dreammover_tasks import leases
+    from dreammover_tasks.models import ModelSpec
+    from dreammover_tasks.storage import open_storage
 
     store = open_storage(tmp_path / "out")
     params = dict(config=InterpolationConfig(), model=ModelSpec(model="tiny"), fps=10.0, cache=None,

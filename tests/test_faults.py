@@ -22,7 +22,7 @@ pytestmark = pytest.mark.faults
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir):
-    from tasks.models import ModelSpec
+    from dreammover_tasks.models import ModelSpec
 
     return ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="fp32")
 
@@ -60,8 +60,8 @@ def _keys(client, bucket: str, prefix: str = "") -> list[str]:
 def test_failing_storage_completes_or_fails_only_exhausted_pairs_and_rerun_does_the_rest(
         prefect_env, model, config, faulty_s3, monkeypatch, tmp_path, caplog):
     """6 pairs on S3 through a proxy that fails 10% of requests (503 SlowDown / reset) and goes down for 30 s."""
-    from flows.archive import interpolate_archive
-    from tasks import leases
+    from dreammover_flows.archive import interpolate_archive
+    from dreammover_tasks import leases
 
     proxy, direct = faulty_s3
     for i in range(6):
@@ -117,7 +117,7 @@ def test_failing_storage_completes_or_fails_only_exhausted_pairs_and_rerun_does_
 
 
 def test_eight_concurrent_runs_render_every_pair_exactly_once(prefect_env, model, config, monkeypatch, tmp_path):
-    from flows.archive import interpolate_archive
+    from dreammover_flows.archive import interpolate_archive
 
     for i in range(16):
         distinct_pair(tmp_path / "src" / f"p{i:02d}", i)
@@ -170,7 +170,7 @@ def small_disk(tmp_path):
 
 
 def test_full_disk_fails_with_a_clear_reason_and_leaves_no_truncated_object(small_disk, tmp_path):
-    from tasks.storage import LocalStorage, StorageError
+    from dreammover_tasks.storage import LocalStorage, StorageError
 
     store = LocalStorage(small_disk)
     store.write_bytes("small.bin", b"x" * 1024)
@@ -187,7 +187,7 @@ def test_full_disk_fails_with_a_clear_reason_and_leaves_no_truncated_object(smal
 
 def test_full_disk_during_an_archive_fails_the_pair_with_the_reason(prefect_env, model, config, small_disk,
                                                                     tmp_path):
-    from flows.archive import interpolate_archive
+    from dreammover_flows.archive import interpolate_archive
 
     distinct_pair(tmp_path / "src" / "p0", 0)
     (small_disk / "filler").write_bytes(b"\0" * (3 * 1024 * 1024 - 8 * 1024))  # 8 KiB left
@@ -209,7 +209,7 @@ def process_pool():
     """Two Dask worker processes as the GPU pool is deployed (GPU=1 each, the worker preload), with nannies."""
     from distributed import Client, LocalCluster
 
-    from flows.runners import GPU, WORKER_PRELOAD
+    from dreammover_flows.runners import GPU, WORKER_PRELOAD
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, resources=GPU, dashboard_address=None,
                       preload=[WORKER_PRELOAD]) as cluster, Client(cluster) as client:
@@ -236,7 +236,7 @@ def _kill_a_worker_in_a_model_step(client, step: str, killed: list, seconds: flo
 def test_killed_worker_mid_step_gives_the_same_frames_one_clip_and_no_partial(prefect_env, model, config,
                                                                              process_pool, tmp_path):
     from dreammover.video import read_video
-    from flows.archive import interpolate_archive
+    from dreammover_flows.archive import interpolate_archive
 
     cluster, client = process_pool
     for i in range(2):

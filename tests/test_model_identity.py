@@ -27,8 +27,8 @@ def twins(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _keys(identity: str) -> set[str]:
-    from tasks.artifacts import inversion_key, lora_key
-    from tasks.svd import svd_frames_key
+    from dreammover_tasks.artifacts import inversion_key, lora_key
+    from dreammover_tasks.svd import svd_frames_key
     from dreammover.backends.svd_config import SVDKeyframeConfig
 
     config, pair, cache = InterpolationConfig(), "pairhash", "/cache"

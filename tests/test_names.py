@@ -21,7 +21,7 @@ def _pair(root, name):
 
 
 def test_an_nfd_folder_is_the_same_pair_as_its_nfc_spelling(tmp_path):
-    from tasks.ingest import discover_pairs
+    from dreammover_tasks.ingest import discover_pairs
 
     assert NFD_NAME != NFC_NAME and len(NFD_NAME) > len(NFC_NAME)
     folder = _pair(tmp_path / "src", NFD_NAME)
@@ -32,7 +32,7 @@ def test_an_nfd_folder_is_the_same_pair_as_its_nfc_spelling(tmp_path):
 
 
 def test_everyday_punctuation_is_accepted(tmp_path):
-    from tasks.ingest import discover_pairs
+    from dreammover_tasks.ingest import discover_pairs
 
     names = ["Mum\u2019s birthday \u2013 2024", "\u201cBest\u201d day \u2014 ever", "l\u2018été, (vacances) & co!"]
     for name in names:
@@ -43,7 +43,7 @@ def test_everyday_punctuation_is_accepted(tmp_path):
 
 def test_an_odd_character_is_named_by_code_point(tmp_path):
     """A zero-width space makes a name that prints like an accepted one: the error must show it."""
-    from tasks.ingest import discover_pairs
+    from dreammover_tasks.ingest import discover_pairs
 
     _pair(tmp_path / "src", "dog\u200b")
     _pair(tmp_path / "src", "a\\b")
@@ -54,7 +54,7 @@ def test_an_odd_character_is_named_by_code_point(tmp_path):
 
 def test_nfc_and_nfd_spellings_side_by_side_are_both_reported(tmp_path):
     """Both would write one clip (<NFC name>.mp4): neither is rendered, both say why."""
-    from tasks.ingest import discover_pairs
+    from dreammover_tasks.ingest import discover_pairs
 
     _pair(tmp_path / "src", NFC_NAME)
     _pair(tmp_path / "src", NFD_NAME)
@@ -64,7 +64,7 @@ def test_nfc_and_nfd_spellings_side_by_side_are_both_reported(tmp_path):
 
 
 def test_manifest_ids_are_normalised(tmp_path):
-    from tasks.ingest import discover_pairs
+    from dreammover_tasks.ingest import discover_pairs
 
     _pair(tmp_path / "src", "photos")
     (tmp_path / "m.json").write_text(json.dumps([{"id": NFD_NAME, "image0": "photos/0.png",
@@ -74,7 +74,7 @@ def test_manifest_ids_are_normalised(tmp_path):
 
 
 def test_artifact_keys_keep_accents_and_are_unique_per_name_and_output():
-    from tasks.names import artifact_key
+    from dreammover_tasks.names import artifact_key
 
     cafe = artifact_key("clip", "cafe", "s3://out/a/cafe.mp4")
     accented = artifact_key("clip", "café", "s3://out/a/café.mp4")

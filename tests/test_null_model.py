@@ -58,7 +58,7 @@ def test_null_model_steps_match_the_real_models_shapes(tiny_model_dir, hw):
 def test_null_loader_is_resident_once_with_a_stable_identity(tiny_model_dir):
     """Installed as tasks.models' loader, the null model is loaded once and never judged 'retrained'."""
     from deploy import null_preload
-    from tasks import models
+    from dreammover_tasks import models
 
     original = models.LoadedModel
     cache = models.ModelCache()

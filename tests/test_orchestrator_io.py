@@ -63,7 +63,7 @@ def counted_s3(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir):
-    from tasks.models import ModelSpec
+    from dreammover_tasks.models import ModelSpec
 
     return ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="fp32")
 
@@ -84,7 +84,7 @@ def _report(state) -> dict:
 def test_listed_versions_equal_the_probed_ones_locally_and_on_s3(counted_s3, tmp_path):
     """PairSpec.inputs() (from one listing) must equal photo_inputs (HEAD / stat), or every summary written
     before would stop matching and a re-run would render everything again; and known inputs cost nothing."""
-    from tasks.ingest import discover_pairs, photo_inputs
+    from dreammover_tasks.ingest import discover_pairs, photo_inputs
 
     proxy, direct = counted_s3
     _upload_pairs(direct, tmp_path, ["a", "b"])
@@ -112,7 +112,7 @@ def test_listed_versions_equal_the_probed_ones_locally_and_on_s3(counted_s3, tmp
 
 def _finished_before(direct, ids, model, config) -> None:
     """Clips and summaries as the pair flow wrote them before #19: the fingerprint from HEADed versions."""
-    from flows.pair import fingerprint
+    from dreammover_flows.pair import fingerprint
 
     for pid in ids:
         image0, image1 = f"s3://inputs/pairs/{pid}/0.png", f"s3://inputs/pairs/{pid}/1.png"
@@ -127,8 +127,8 @@ def test_planning_an_archive_lists_a_constant_number_of_times_and_never_heads_a_
     """Before: ~4 serial requests per pair (summary GET, clip HEAD, 2 photo HEADs) and the source listed twice.
     Now: the same few listings for 3 or 12 pairs, no HEAD at all, one GET per existing summary."""
     from dreammover import InterpolationConfig
-    from flows.archive import interpolate_archive
-    from tasks.models import ModelSpec
+    from dreammover_flows.archive import interpolate_archive
+    from dreammover_tasks.models import ModelSpec
 
     proxy, direct = counted_s3
     ids = [f"p{i:02d}" for i in range(n)]
@@ -150,10 +150,10 @@ def test_planning_an_archive_lists_a_constant_number_of_times_and_never_heads_a_
 def test_a_manifest_reads_each_photo_once_while_planning(tmp_path):
     """Photos a manifest names are not listed: read once (concurrently), and carried to the pairs to render."""
     from dreammover import InterpolationConfig
-    from flows.archive import _plan
-    from tasks.ingest import discover_pairs
-    from tasks.models import ModelSpec
-    from tasks.storage import open_storage
+    from dreammover_flows.archive import _plan
+    from dreammover_tasks.ingest import discover_pairs
+    from dreammover_tasks.models import ModelSpec
+    from dreammover_tasks.storage import open_storage
 
     for i, pid in enumerate(["a", "b"]):
         distinct_pair(tmp_path / "src" / pid, i)
@@ -172,7 +172,7 @@ def test_a_manifest_reads_each_photo_once_while_planning(tmp_path):
 
 def test_archive_on_s3_puts_each_clip_once_and_never_heads_a_photo(counted_s3, prefect_env, model, tmp_path):
     from dreammover import InterpolationConfig
-    from flows.archive import interpolate_archive
+    from dreammover_flows.archive import interpolate_archive
 
     proxy, direct = counted_s3
     _upload_pairs(direct, tmp_path, ["a", "b"])
@@ -201,7 +201,7 @@ def test_archive_on_s3_puts_each_clip_once_and_never_heads_a_photo(counted_s3, p
 def test_a_local_clip_is_written_once_under_a_hidden_unique_name(tmp_path):
     """publish_file: the writer gets a hidden temporary beside the destination (never listed), renamed into
     place; a failed write leaves neither the clip nor a temporary."""
-    from tasks.storage import open_storage
+    from dreammover_tasks.storage import open_storage
 
     store, seen = open_storage(tmp_path / "out"), []
 

@@ -24,8 +24,8 @@ def _storage_tasks():
     from prefect import Task
 
     found = {}
-    for module in ("tasks.ingest", "tasks.prepare", "tasks.encode", "tasks.upload", "tasks.fit_pair", "tasks.render",
-                   "tasks.denoise", "tasks.decode", "tasks.svd"):
+    for module in ("dreammover_tasks.ingest", "dreammover_tasks.prepare", "dreammover_tasks.encode", "dreammover_tasks.upload", "dreammover_tasks.fit_pair", "dreammover_tasks.render",
+                   "dreammover_tasks.denoise", "dreammover_tasks.decode", "dreammover_tasks.svd"):
         for value in vars(importlib.import_module(module)).values():
             if isinstance(value, Task):
                 found[value.name] = value
@@ -34,7 +34,7 @@ def _storage_tasks():
 
 def test_every_storage_task_retries_transient_failures():
     """prepare-images and encode-clip had no retries: one refused connection failed the pair in an outage."""
-    from tasks.retry import retry_if_transient
+    from dreammover_tasks.retry import retry_if_transient
 
     found = _storage_tasks()
     assert {"prepare-images", "publish-clip", "fit-pair", "render-frames"} <= set(found)
@@ -45,8 +45,8 @@ def test_every_storage_task_retries_transient_failures():
 
 def test_photo_inputs_raises_on_a_storage_error_instead_of_an_empty_version(faulty_s3):
     """An empty version taken mid-outage went into the fingerprint, so every later run re-rendered the pair."""
-    from tasks.ingest import photo_inputs
-    from tasks.storage import StorageError
+    from dreammover_tasks.ingest import photo_inputs
+    from dreammover_tasks.storage import StorageError
 
     proxy, direct = faulty_s3
     direct.put_object(Bucket="inputs", Key="dog/0.png", Body=b"zero")
@@ -69,7 +69,7 @@ def test_photo_inputs_raises_on_a_storage_error_instead_of_an_empty_version(faul
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir):
-    from tasks.models import ModelSpec
+    from dreammover_tasks.models import ModelSpec
 
     return ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="fp32")
 
@@ -85,7 +85,7 @@ def _entries(report: dict) -> dict[str, dict]:
 def test_a_storage_error_while_leasing_fails_that_pair_only(prefect_env, model, tmp_path):
     """The lease key of p1 is a folder (a real local fault: reading it fails): p1 fails naming the lease and
     the storage error; p0 still runs (here: into its bad photo). Before, the whole archive crashed."""
-    from flows.archive import interpolate_archive
+    from dreammover_flows.archive import interpolate_archive
 
     for pid in ("p0", "p1"):
         (tmp_path / "src" / pid).mkdir(parents=True)
@@ -115,10 +115,10 @@ def test_a_pair_held_by_another_run_is_never_reported_ok_unless_its_clip_is_ther
 
     from dreammover import InterpolationConfig
     from fault_harness import FAST, distinct_pair
-    from flows.archive import interpolate_archive
-    from flows.pair import fingerprint
-    from tasks import leases
-    from tasks.storage import open_storage
+    from dreammover_flows.archive import interpolate_archive
+    from dreammover_flows.pair import fingerprint
+    from dreammover_tasks import leases
+    from dreammover_tasks.storage import open_storage
 
     monkeypatch.setattr(leases, "TTL", 20.0)  # polls every second
     config = InterpolationConfig(**FAST)
@@ -155,9 +155,9 @@ def test_a_pair_held_by_another_run_is_never_reported_ok_unless_its_clip_is_ther
 
 def test_expired_leases_of_dead_runs_are_swept_after_the_run(prefect_env, model, tmp_path):
     """A run that died left leases of pairs that are finished now; they stayed in the bucket forever."""
-    from flows.archive import interpolate_archive
-    from tasks import leases
-    from tasks.storage import open_storage
+    from dreammover_flows.archive import interpolate_archive
+    from dreammover_tasks import leases
+    from dreammover_tasks.storage import open_storage
 
     (tmp_path / "src").mkdir()
     out = open_storage(tmp_path / "out")

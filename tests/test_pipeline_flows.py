@@ -62,7 +62,7 @@ def s3(tmp_path_factory):
                              AWS_DEFAULT_REGION="us-east-1", AWS_CONFIG_FILE=str(nowhere),
                              AWS_SHARED_CREDENTIALS_FILE=str(nowhere)).items():
                 mp.setenv(k, v)
-            from tasks.storage import s3_client
+            from dreammover_tasks.storage import s3_client
 
             client = s3_client()
             for bucket in ("inputs", "outputs", "cache"):
@@ -91,7 +91,7 @@ def calls(monkeypatch):
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir):
-    from tasks.models import ModelSpec
+    from dreammover_tasks.models import ModelSpec
 
     return ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="fp32")
 
@@ -121,7 +121,7 @@ def _json(client, bucket, key):
 
 
 def test_s3_storage_roundtrip(s3):
-    from tasks.storage import S3Storage, open_storage, read_uri, uri_exists
+    from dreammover_tasks.storage import S3Storage, open_storage, read_uri, uri_exists
 
     store = open_storage("s3://cache/roundtrip")
     assert isinstance(store, S3Storage)
@@ -133,7 +133,7 @@ def test_s3_storage_roundtrip(s3):
 
 
 def test_pair_flow_on_s3_end_to_end_and_caches(s3, prefect_env, model, dog_pair, calls, tmp_path):
-    from flows.pair import interpolate_pair
+    from dreammover_flows.pair import interpolate_pair
 
     _upload_pair(s3, "inputs", "pairs/dog", dog_pair[0].parent)
     config = InterpolationConfig(**FAST)
@@ -180,8 +180,8 @@ def test_pair_flow_on_s3_end_to_end_and_caches(s3, prefect_env, model, dog_pair,
 
 
 def test_dask_local_cluster_renders_same_frames(s3, prefect_env, model, dog_pair, calls):
-    from flows.pair import interpolate_pair
-    from tasks.artifacts import get_images
+    from dreammover_flows.pair import interpolate_pair
+    from dreammover_tasks.artifacts import get_images
 
     _upload_pair(s3, "inputs", "pairs/dog", dog_pair[0].parent)
     config = InterpolationConfig(**FAST)
@@ -222,7 +222,7 @@ def _cli(args):
     import typer
     from typer.testing import CliRunner
 
-    from flows.cli import register
+    from dreammover_flows.cli import register
 
     app = typer.Typer()
     register(app)
@@ -298,7 +298,7 @@ def test_archive_state_is_partial_with_reason_and_reruns_follow_the_settings(pre
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from flows.archive import ArchiveIncomplete, interpolate_archive
+    from dreammover_flows.archive import ArchiveIncomplete, interpolate_archive
 
     from conftest import fixture_pair
 
@@ -321,7 +321,7 @@ def test_archive_state_is_partial_with_reason_and_reruns_follow_the_settings(pre
         (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[
             "archive-report"])), limit=1, sort="CREATED_DESC")
         assert "broken pair" in artifact.data and "not a readable image" in artifact.data
-        from tasks.names import artifact_key
+        from dreammover_tasks.names import artifact_key
 
         key = artifact_key("clip", "dog", str(tmp_path / "out" / "dog.mp4"))  # per output, not one per pair name
         links = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
@@ -342,8 +342,8 @@ def test_archive_state_is_partial_with_reason_and_reruns_follow_the_settings(pre
 
 
 def test_archive_holds_short_leases_and_renews_them_while_it_runs(prefect_env, monkeypatch, tmp_path):
-    import flows.archive as archive
-    from tasks import leases
+    import dreammover_flows.archive as archive
+    from dreammover_tasks import leases
 
     for side in ("0", "1"):
         (tmp_path / "src" / "dog").mkdir(parents=True, exist_ok=True)

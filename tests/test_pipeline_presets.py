@@ -14,8 +14,8 @@ from fault_harness import FAST, CallCounter, distinct_pair
 
 
 def test_the_preset_is_in_the_fingerprint_only_when_there_is_one():
-    from flows.pair import clip_preset
-    from tasks.artifacts import clip_fingerprint
+    from dreammover_flows.pair import clip_preset
+    from dreammover_tasks.artifacts import clip_fingerprint
 
     args = ({"image0": "a"}, {"model": "m"}, InterpolationConfig(**FAST), 10.0, "mp4")
     plain = clip_fingerprint(*args)
@@ -31,9 +31,9 @@ def test_archive_with_a_preset_reencodes_from_the_cache_with_the_studios_code(pr
                                                                                monkeypatch, tmp_path):
     from dreammover.presets import build_clip, get_preset
     from dreammover.video import read_video
-    from flows.archive import interpolate_archive
-    from tasks.artifacts import get_images
-    from tasks.models import ModelSpec
+    from dreammover_flows.archive import interpolate_archive
+    from dreammover_tasks.artifacts import get_images
+    from dreammover_tasks.models import ModelSpec
 
     distinct_pair(tmp_path / "src" / "p0", 0)
     calls = CallCounter(monkeypatch, "fit_lora", "denoise")
@@ -61,7 +61,7 @@ def test_cli_refuses_an_unknown_preset_before_any_work(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from flows.cli import register
+    from dreammover_flows.cli import register
 
     app = typer.Typer()
     register(app)

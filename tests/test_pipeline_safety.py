@@ -31,8 +31,8 @@ def _client_error(code: str, status: int = 400):
 def test_storage_errors_are_sorted_into_transient_and_permanent(tmp_path):
     from botocore.exceptions import EndpointConnectionError
 
-    from tasks.retry import is_transient
-    from tasks.storage import StorageError, TransientStorageError, _s3_error, open_storage
+    from dreammover_tasks.retry import is_transient
+    from dreammover_tasks.storage import StorageError, TransientStorageError, _s3_error, open_storage
 
     for code, status in (("SlowDown", 503), ("InternalError", 500), ("Whatever", 502)):
         assert isinstance(_s3_error("write", "s3://b/k", _client_error(code, status)), TransientStorageError)
@@ -51,15 +51,15 @@ def test_storage_errors_are_sorted_into_transient_and_permanent(tmp_path):
 def test_retry_condition_retries_only_transient_failures():
     from prefect.states import Failed
 
-    from tasks.retry import retry_if_transient
-    from tasks.storage import StorageError, TransientStorageError
+    from dreammover_tasks.retry import retry_if_transient
+    from dreammover_tasks.storage import StorageError, TransientStorageError
 
     assert retry_if_transient(None, None, Failed(data=TransientStorageError("slow down")))
     assert not retry_if_transient(None, None, Failed(data=StorageError("no such bucket")))
 
 
 def test_local_create_is_exclusive_and_move_publishes(tmp_path):
-    from tasks.storage import open_storage
+    from dreammover_tasks.storage import open_storage
 
     store = open_storage(tmp_path)
     assert store.create("a/lock", b"1") and not store.create("a/lock", b"2")
@@ -74,8 +74,8 @@ def test_local_create_is_exclusive_and_move_publishes(tmp_path):
 
 
 def test_leases_keep_overlapping_runs_apart(tmp_path):
-    from tasks import leases
-    from tasks.storage import open_storage
+    from dreammover_tasks import leases
+    from dreammover_tasks.storage import open_storage
 
     store = open_storage(tmp_path)
     assert leases.acquire(store, "2024/dog", "run-a", ttl=60) is None
@@ -91,8 +91,8 @@ def test_leases_keep_overlapping_runs_apart(tmp_path):
 
 
 def test_renew_extends_only_the_holders_live_lease(tmp_path):
-    from tasks import leases
-    from tasks.storage import open_storage
+    from dreammover_tasks import leases
+    from dreammover_tasks.storage import open_storage
 
     store = open_storage(tmp_path)
     assert leases.acquire(store, "dog", "run-a", ttl=5) is None
@@ -113,8 +113,8 @@ def test_renew_extends_only_the_holders_live_lease(tmp_path):
 
 
 def test_a_lease_nobody_renews_is_taken_over_once_it_expires(tmp_path):
-    from tasks import leases
-    from tasks.storage import open_storage
+    from dreammover_tasks import leases
+    from dreammover_tasks.storage import open_storage
 
     store = open_storage(tmp_path)
     keeper = leases.LeaseKeeper(store, "crashed", ttl=0.3)
@@ -126,8 +126,8 @@ def test_a_lease_nobody_renews_is_taken_over_once_it_expires(tmp_path):
 
 
 def test_lease_keeper_renews_while_alive_and_releases_on_exit(tmp_path, caplog):
-    from tasks import leases
-    from tasks.storage import open_storage
+    from dreammover_tasks import leases
+    from dreammover_tasks.storage import open_storage
 
     store = open_storage(tmp_path)
     path = tmp_path / "_leases" / "dog.json"
@@ -151,8 +151,8 @@ def test_lease_keeper_renews_while_alive_and_releases_on_exit(tmp_path, caplog):
 
 
 def test_lease_keeper_keeps_a_lease_through_a_failed_renewal(tmp_path, monkeypatch, caplog):
-    from tasks import leases
-    from tasks.storage import StorageError, open_storage
+    from dreammover_tasks import leases
+    from dreammover_tasks.storage import StorageError, open_storage
 
     store = open_storage(tmp_path)
     keeper = leases.LeaseKeeper(store, "run-a", ttl=60)
@@ -172,7 +172,7 @@ def _touch(path, data=b"x"):
 
 
 def test_pair_folders_with_spaces_accents_and_gif(tmp_path):
-    from tasks.ingest import discover_pairs
+    from dreammover_tasks.ingest import discover_pairs
 
     for pid in ("été/chien", "my pair"):
         _touch(tmp_path / "src" / pid / "0.gif")
@@ -184,10 +184,10 @@ def test_pair_folders_with_spaces_accents_and_gif(tmp_path):
 
 
 def _plan(tmp_path, manifest_rows, fps=10.0, config=FAST, force=False):
-    from flows.archive import _plan
-    from tasks.ingest import discover_pairs
-    from tasks.models import ModelSpec
-    from tasks.storage import open_storage
+    from dreammover_flows.archive import _plan
+    from dreammover_tasks.ingest import discover_pairs
+    from dreammover_tasks.models import ModelSpec
+    from dreammover_tasks.storage import open_storage
 
     (tmp_path / "m.json").write_text(json.dumps(manifest_rows))
     pairs = discover_pairs(str(tmp_path / "src"), str(tmp_path / "m.json"))
@@ -198,8 +198,8 @@ def _plan(tmp_path, manifest_rows, fps=10.0, config=FAST, force=False):
 
 
 def test_bad_manifest_entry_fails_only_that_pair_and_reruns_skip_only_unchanged_clips(tmp_path):
-    from flows.pair import fingerprint
-    from tasks.models import ModelSpec
+    from dreammover_flows.pair import fingerprint
+    from dreammover_tasks.models import ModelSpec
 
     for side in ("0", "1"):
         _touch(tmp_path / "src" / "dog" / f"{side}.png")
@@ -231,7 +231,7 @@ def _cli(args):
     import typer
     from typer.testing import CliRunner
 
-    from flows.cli import register
+    from dreammover_flows.cli import register
 
     app = typer.Typer()
     register(app)
@@ -265,12 +265,12 @@ class _FakeDM:
 
 
 def test_out_of_memory_retries_the_chunk_with_smaller_batches():
-    from tasks.denoise import denoise_fitting
+    from dreammover_tasks.denoise import denoise_fitting
 
     config = FAST.model_copy(update=dict(frames_per_batch=8))
     dm = _FakeDM(fits=2)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("tasks.denoise.get_run_logger", lambda: __import__("logging").getLogger("t"))
+        mp.setattr("dreammover_tasks.denoise.get_run_logger", lambda: __import__("logging").getLogger("t"))
         latents, batch = denoise_fitting(dm, None, [0.1] * 8, config, None)
         assert dm.asked == [8, 4, 2] and batch == 2 and latents.shape == (10,)
         with pytest.raises(torch.cuda.OutOfMemoryError):  # not even one frame fits: the task's retry decides
@@ -281,7 +281,7 @@ def test_temporary_api_child_dies_with_a_sigkilled_parent(tmp_path):
     # The mechanism flows.local_api gives the uvicorn child: the kernel sends it SIGTERM when the
     # CLI process dies, even by SIGKILL (an atexit hook would never run).
     pidfile = tmp_path / "child.pid"
-    code = ("import subprocess, sys, time; from flows.local_api import _die_with_parent; "
+    code = ("import subprocess, sys, time; from dreammover_flows.local_api import _die_with_parent; "
             "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], "
             "preexec_fn=_die_with_parent); "
             f"open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(120)")
@@ -316,8 +316,8 @@ def test_s3_conditional_create_move_and_permanent_errors(monkeypatch):
                      AWS_DEFAULT_REGION="us-east-1").items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    from tasks import leases
-    from tasks.storage import S3Storage, StorageError, TransientStorageError, s3_client
+    from dreammover_tasks import leases
+    from dreammover_tasks.storage import S3Storage, StorageError, TransientStorageError, s3_client
 
     with moto.mock_aws():
         client = s3_client()
@@ -344,8 +344,8 @@ def test_a_completed_pair_whose_state_lost_its_data_is_taken_from_its_own_summar
     from prefect.exceptions import MissingResult
     from prefect.states import Completed
 
-    from flows.archive import _from_state
-    from tasks.ingest import PairSpec
+    from dreammover_flows.archive import _from_state
+    from dreammover_tasks.ingest import PairSpec
 
     pair, clip, run = PairSpec(id="dog", image0="a/0.png", image1="a/1.png"), str(tmp_path / "dog.mp4"), uuid.uuid4()
     state = Completed(state_details=StateDetails(flow_run_id=run))  # what the API hands back: no data
@@ -367,8 +367,8 @@ def test_racing_runs_get_one_lease_holder(tmp_path):
     it as unreadable, deleted it and took the pair too (about a quarter of 4-way races had 2+ holders)."""
     import threading
 
-    from tasks import leases
-    from tasks.storage import LocalStorage
+    from dreammover_tasks import leases
+    from dreammover_tasks.storage import LocalStorage
 
     store = LocalStorage(tmp_path)
     for trial in range(200):

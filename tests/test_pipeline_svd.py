@@ -18,7 +18,7 @@ def _cli(args):
     import typer
     from typer.testing import CliRunner
 
-    from flows.cli import register
+    from dreammover_flows.cli import register
 
     app = typer.Typer()
     register(app)
@@ -85,16 +85,16 @@ def test_run_archive_svd_skips_up_to_date_pairs_and_rerenders_on_a_changed_svd_f
 def test_fingerprint_records_the_backend():
     from dreammover import InterpolationConfig
     from dreammover.backends.svd_config import SVDKeyframeConfig
-    from flows.pair import fingerprint
-    from tasks.models import ModelSpec
+    from dreammover_flows.pair import fingerprint
+    from dreammover_tasks.models import ModelSpec
 
     a, b, spec = str(WIDE / "0.png"), str(WIDE / "1.png"), ModelSpec(model="m")
     svd = fingerprint(a, b, spec, SVDKeyframeConfig(), 10.0, "mp4", backend="svd")
     assert svd != fingerprint(a, b, spec, SVDKeyframeConfig(), 10.0, "mp4")  # another backend re-renders
     assert svd != fingerprint(a, b, spec, SVDKeyframeConfig(seed=1), 10.0, "mp4", backend="svd")
     # DreamMover's fingerprint did not change with the backend parameter (old summaries stay valid).
-    from tasks.artifacts import clip_fingerprint
-    from tasks.ingest import photo_inputs
+    from dreammover_tasks.artifacts import clip_fingerprint
+    from dreammover_tasks.ingest import photo_inputs
 
     dm = InterpolationConfig()
     assert fingerprint(a, b, spec, dm, 10.0, "mp4") == clip_fingerprint(photo_inputs(a, b), spec.model_dump(), dm,
@@ -102,12 +102,12 @@ def test_fingerprint_records_the_backend():
 
 
 def test_unknown_backend_and_dreammover_options_are_refused_before_any_work(tmp_path, monkeypatch):
-    import flows.local_api
+    import dreammover_flows.local_api
 
     def no_prefect():  # reaching the temporary API means work had started
         raise AssertionError("a flow was started")
 
-    monkeypatch.setattr(flows.local_api, "temporary_api", no_prefect)
+    monkeypatch.setattr(dreammover_flows.local_api, "temporary_api", no_prefect)
     image = tmp_path / "0.png"
     image.write_bytes(b"x")
     (tmp_path / "in").mkdir()
@@ -150,9 +150,9 @@ def test_gpu_worker_preload_builds_the_kind_of_model_it_is_told(dreammover_home,
     """DREAMMOVER_PRELOAD_BACKEND=svd preloads an SVD keyframe model into the worker's one-model holder."""
     from types import SimpleNamespace
 
-    from tasks import gpu_worker
-    from tasks.models import MODELS
-    from tasks.svd import LoadedSVD
+    from dreammover_tasks import gpu_worker
+    from dreammover_tasks.models import MODELS
+    from dreammover_tasks.svd import LoadedSVD
 
     built = []
     monkeypatch.setattr(LoadedSVD, "__init__",

@@ -19,7 +19,7 @@ def _local_prefect_home(tmp_path, monkeypatch):
 
 
 def test_lora_key_ignores_fps_frames_and_batching_but_not_rank():
-    from tasks.artifacts import inversion_key, lora_key
+    from dreammover_tasks.artifacts import inversion_key, lora_key
 
     key = lora_key("pairhash", "tiny", BASE, "/cache")
     # Clip-level knobs must not refit the LoRA or redo the inversion.
@@ -40,7 +40,7 @@ def test_lora_key_ignores_fps_frames_and_batching_but_not_rank():
 
 
 def test_chunk_key_depends_on_deltas_and_render_fields_only():
-    from tasks.artifacts import chunk_key, frames_key
+    from dreammover_tasks.artifacts import chunk_key, frames_key
 
     k = chunk_key("state", [0.2, 0.4], BASE)
     assert chunk_key("state", [0.2, 0.4], BASE.model_copy(update=dict(num_frames=9, frames_per_batch=3))) == k
@@ -51,7 +51,7 @@ def test_chunk_key_depends_on_deltas_and_render_fields_only():
 
 
 def test_images_hash_is_content_hash():
-    from tasks.artifacts import images_hash
+    from dreammover_tasks.artifacts import images_hash
 
     a = np.zeros((64, 64, 3), np.uint8)
     b = a.copy()
@@ -62,7 +62,7 @@ def test_images_hash_is_content_hash():
 
 
 def test_local_storage_roundtrip_list_and_escape(tmp_path):
-    from tasks.storage import LocalStorage, StorageError, open_storage, read_uri, uri_exists, write_uri
+    from dreammover_tasks.storage import LocalStorage, StorageError, open_storage, read_uri, uri_exists, write_uri
 
     store = open_storage(tmp_path / "root")
     assert isinstance(store, LocalStorage)
@@ -86,7 +86,7 @@ def _touch(path, data=b"x"):
 
 
 def test_discover_pairs_layout_nested_and_malformed(tmp_path):
-    from tasks.ingest import discover_pairs
+    from dreammover_tasks.ingest import discover_pairs
 
     for pid in ("dog", "2024/lion"):
         _touch(tmp_path / pid / "0.png")
@@ -108,7 +108,7 @@ def test_discover_pairs_layout_nested_and_malformed(tmp_path):
 
 
 def test_discover_pairs_from_manifest(tmp_path):
-    from tasks.ingest import discover_pairs
+    from dreammover_tasks.ingest import discover_pairs
 
     _touch(tmp_path / "x" / "a.png")
     _touch(tmp_path / "x" / "b.png")
@@ -131,8 +131,8 @@ def test_discover_pairs_from_manifest(tmp_path):
 
 
 def test_report_status_and_exit_codes():
-    from flows.archive import EXIT_CODES, report_status
-    from flows.cli import EXIT_FAILED, EXIT_PARTIAL
+    from dreammover_flows.archive import EXIT_CODES, report_status
+    from dreammover_flows.cli import EXIT_FAILED, EXIT_PARTIAL
 
     assert report_status(done=2, skipped=1, failed=0) == "ok"
     assert report_status(done=2, skipped=0, failed=1) == "partial"
@@ -144,7 +144,7 @@ def test_report_status_and_exit_codes():
 
 
 def test_clip_format_and_summary_uri():
-    from flows.pair import clip_format, summary_uri
+    from dreammover_flows.pair import clip_format, summary_uri
 
     assert clip_format("s3://b/out/dog.mp4") == "mp4" and clip_format("x.GIF") == "gif"
     with pytest.raises(ValueError, match="must end in"):
@@ -157,7 +157,7 @@ def test_pool_runner_and_gpu_annotation():
     from prefect.task_runners import ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner
 
-    from flows.runners import gpu_pool, on_gpu, pool_runner
+    from dreammover_flows.runners import gpu_pool, on_gpu, pool_runner
 
     assert isinstance(pool_runner(None), ThreadPoolTaskRunner)
     remote = pool_runner("tcp://scheduler:8786")
@@ -174,7 +174,7 @@ def test_cli_registers_pipeline_commands_without_importing_prefect_eagerly():
     import subprocess
     import sys
 
-    code = ("import sys, typer; from flows.cli import register; app = typer.Typer(); register(app); "
+    code = ("import sys, typer; from dreammover_flows.cli import register; app = typer.Typer(); register(app); "
             "print(sorted(c.name for c in app.registered_commands)); print('prefect' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
     assert out[0] == "['run-archive', 'run-pair']"
@@ -182,7 +182,7 @@ def test_cli_registers_pipeline_commands_without_importing_prefect_eagerly():
 
 
 def test_model_cache_holds_one_model(monkeypatch):
-    import tasks.models as models
+    import dreammover_tasks.models as models
 
     loaded = []
 
@@ -269,7 +269,7 @@ def test_cli_rejects_bad_input_before_starting_a_flow(tmp_path):
     import typer
     from typer.testing import CliRunner
 
-    from flows.cli import EXIT_BAD_INPUT, register
+    from dreammover_flows.cli import EXIT_BAD_INPUT, register
 
     app = typer.Typer()
     register(app)
@@ -286,7 +286,7 @@ def test_cli_rejects_bad_input_before_starting_a_flow(tmp_path):
 
 
 def test_auto_batching_splits_the_deltas_only_for_distribution():
-    from flows.pair import plan_chunks
+    from dreammover_flows.pair import plan_chunks
 
     auto = BASE.model_copy(update=dict(num_frames=7, frames_per_batch="auto"))
     # One GPU: one chunk, so the endpoints are denoised once, not once per chunk.

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.models import ModelCache, ModelSpec
+from dreammover_tasks.models import ModelCache, ModelSpec
 
 
 class _Stand:
@@ -32,7 +32,7 @@ def test_use_drops_the_model_on_any_exception_and_warns_once(caplog):
     cache, spec = ModelCache(), ModelSpec(model="tiny", device="cpu")
     with cache.use(spec, _Stand) as m:
         m.active_lora = "lora/pair-a"
-    with caplog.at_level(logging.WARNING, logger="tasks.models"):
+    with caplog.at_level(logging.WARNING, logger="dreammover_tasks.models"):
         with pytest.raises(torch.cuda.OutOfMemoryError):
             with cache.use(spec, _Stand) as m:
                 assert m is _Stand.built[0]  # still resident before the failure
@@ -74,7 +74,7 @@ def _inject_oom_in_lora_fits(on: bool) -> bool:
 
 def _run(**kwargs) -> dict:
     """An archive run's report, whether it ended Completed or Failed/Partial."""
-    from flows.archive import interpolate_archive
+    from dreammover_flows.archive import interpolate_archive
 
     state = interpolate_archive(return_state=True, **kwargs)
     return state.result() if state.is_completed() else state.result(raise_on_failure=False).report
@@ -84,7 +84,7 @@ def _frames(output, pair: str) -> tuple[list[np.ndarray], dict]:
     """The rendered (uint8, pre-encoding) frames of `pair` from its summary's cache URI, and the summary."""
     import json
 
-    from tasks.artifacts import get_images
+    from dreammover_tasks.artifacts import get_images
 
     summary = json.loads((output / f"{pair}.json").read_text())
     return get_images(summary["cache"]["frames"]), summary
@@ -97,7 +97,7 @@ def test_failed_fit_on_a_resident_worker_leaves_no_trace_in_other_pairs_frames(p
 
     from dreammover import InterpolationConfig
     from fault_harness import FAST, distinct_pair
-    from flows.runners import GPU, WORKER_PRELOAD
+    from dreammover_flows.runners import GPU, WORKER_PRELOAD
 
     model = ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="fp32")
     # A LoRA strong enough that rendering with the wrong adapter changes uint8 frames.

@@ -20,8 +20,8 @@ def test_an_archive_rerenders_pairs_whose_model_was_retrained_in_place(prefect_e
                                                                        tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from flows.archive import interpolate_archive
-    from tasks.models import ModelSpec
+    from dreammover_flows.archive import interpolate_archive
+    from dreammover_tasks.models import ModelSpec
 
     folder = shutil.copytree(tiny_model_dir, tmp_path / "my-finetune")
     distinct_pair(tmp_path / "src" / "p0", 0)

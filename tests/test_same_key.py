@@ -31,7 +31,7 @@ def cache(request, tmp_path, monkeypatch):
 
 def _race(cache: str, key: str, producers: int, overwrite: bool) -> list[str]:
     """`producers` threads write different tensors to one key at once; the URIs they were handed."""
-    from tasks.artifacts import put_tensors
+    from dreammover_tasks.artifacts import put_tensors
 
     start, uris, errors = threading.Barrier(producers), [], []
 
@@ -52,7 +52,7 @@ def _race(cache: str, key: str, producers: int, overwrite: bool) -> list[str]:
 
 
 def test_first_writer_of_a_content_key_wins_and_every_producer_gets_its_object(cache):
-    from tasks.artifacts import get_tensors, put_tensors
+    from dreammover_tasks.artifacts import get_tensors, put_tensors
 
     uris = _race(cache, "lora/k.safetensors", 8, overwrite=False)
     assert len(set(uris)) == 1
@@ -72,7 +72,7 @@ def test_first_writer_of_a_content_key_wins_and_every_producer_gets_its_object(c
 def test_put_images_passes_overwrite_on(cache):
     import numpy as np
 
-    from tasks.artifacts import get_images, put_images
+    from dreammover_tasks.artifacts import get_images, put_images
 
     first = [np.full((4, 4, 3), 1, np.uint8)]
     uri = put_images(cache, "frames/f.safetensors", first, overwrite=False)
@@ -88,11 +88,11 @@ def test_a_fit_that_loses_the_lora_key_inverts_under_the_winners_weights(prefect
 
     from dreammover import InterpolationConfig
     from dreammover.state import PairState
-    from tasks.artifacts import get_images, lora_key, put_tensors
-    from tasks.fit_pair import fit_pair
-    from tasks.models import MODELS, ModelSpec, load_model
-    from tasks.prepare import prepare_images
-    from tasks.storage import read_uri
+    from dreammover_tasks.artifacts import get_images, lora_key, put_tensors
+    from dreammover_tasks.fit_pair import fit_pair
+    from dreammover_tasks.models import MODELS, ModelSpec, load_model
+    from dreammover_tasks.prepare import prepare_images
+    from dreammover_tasks.storage import read_uri
 
     cache, model = str(tmp_path / "cache"), ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="fp32")
     config = InterpolationConfig(size=64, num_frames=2, lora_steps=4, lora_rank=4, lora_lr=5e-2,
@@ -129,7 +129,7 @@ def test_a_fit_that_loses_the_lora_key_inverts_under_the_winners_weights(prefect
     expected, losing = state_under(theirs), state_under(ours)
     assert not torch.equal(expected.z_T, losing.z_T)  # the two LoRAs do give different inversions
     assert torch.equal(stored.z_T, expected.z_T) and torch.equal(stored.z_T_to_0, expected.z_T_to_0)
-    from tasks.artifacts import get_tensors
+    from dreammover_tasks.artifacts import get_tensors
 
     kept, _ = get_tensors(result.lora.uri)
     assert all(torch.equal(kept[k], theirs[k]) for k in theirs)  # the first writer's weights stand

@@ -20,7 +20,7 @@ def s3_url():
 
 @pytest.fixture(params=["local", "s3"])
 def store(request, tmp_path):
-    from tasks.storage import LocalStorage
+    from dreammover_tasks.storage import LocalStorage
 
     if request.param == "local":
         return LocalStorage(tmp_path)
@@ -62,8 +62,8 @@ def test_racing_takeovers_of_an_expired_lease_have_exactly_one_holder(store):
 
 def test_a_release_racing_the_heartbeat_is_not_reported_lost(tmp_path, caplog):
     """A lease released (its pair ended) while a heartbeat was renewing it is gone, but not lost."""
-    from tasks import leases
-    from tasks.storage import LocalStorage
+    from dreammover_tasks import leases
+    from dreammover_tasks.storage import LocalStorage
 
     store = LocalStorage(tmp_path)
     keeper = leases.LeaseKeeper(store, "run-a", ttl=60)
@@ -83,7 +83,7 @@ def test_a_release_racing_the_heartbeat_is_not_reported_lost(tmp_path, caplog):
 
 
 def test_sweep_removes_only_expired_leases(store):
-    from tasks import leases
+    from dreammover_tasks import leases
 
     assert leases.acquire(store, "2024/old", "dead-run", ttl=-10) is None
     assert leases.acquire(store, "young", "dead-run", ttl=-1) is None
@@ -97,8 +97,8 @@ def test_sweep_removes_only_expired_leases(store):
 @pytest.mark.faults
 def test_a_storage_outage_during_a_renewal_keeps_the_lease(tmp_path, s3_url, caplog):
     """The old renew read any storage error as 'no lease' and dropped it: a 30 s outage lost all 8 leases."""
-    from tasks import leases
-    from tasks.storage import TransientStorageError
+    from dreammover_tasks import leases
+    from dreammover_tasks.storage import TransientStorageError
 
     with FaultyProxy(s3_url) as proxy:
         store = s3_store(proxy.url, "cas", prefix=tmp_path.name, attempts=1)

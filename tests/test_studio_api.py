@@ -11,7 +11,7 @@ from dreammover.video import read_video
 
 pytest.importorskip("multipart")
 
-from studio.limits import StudioLimits  # noqa: E402
+from dreammover_studio.limits import StudioLimits  # noqa: E402
 from test_studio_kit import png as _png, studio_client, submit as _submit, wait as _wait  # noqa: E402
 
 

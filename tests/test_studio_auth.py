@@ -7,8 +7,8 @@ import pytest
 pytest.importorskip("multipart")
 from typer.testing import CliRunner  # noqa: E402
 
-from studio.auth import COOKIE, UserStore  # noqa: E402
-from studio.cli import studio_app  # noqa: E402
+from dreammover_studio.auth import COOKIE, UserStore  # noqa: E402
+from dreammover_studio.cli import studio_app  # noqa: E402
 from test_studio_kit import AUTH, studio_client, submit, wait  # noqa: E402
 
 

@@ -55,7 +55,7 @@ def test_cancel_from_the_callback_stops_at_the_next_step(tiny_dm):
 def _fake_prefect(tmp_path, names):
     """run_deployment + a client whose flow run goes through `names`; on Completed it leaves what the real
     flow leaves: the frames artifact in the cache and the summary naming it next to the clip."""
-    from tasks.artifacts import put_images
+    from dreammover_tasks.artifacts import put_images
 
     submitted, states, made = {}, iter(names), [np.full((32, 32, 3), 9 * i + 1, np.uint8) for i in range(4)]
 
@@ -88,7 +88,7 @@ def _fake_prefect(tmp_path, names):
 
 
 def test_prefect_backend_submits_polls_and_cancels(tmp_path):
-    from studio.prefect_backend import PrefectBackend
+    from dreammover_studio.prefect_backend import PrefectBackend
 
     from dreammover.events import Event
 
@@ -115,7 +115,7 @@ def test_prefect_backend_submits_polls_and_cancels(tmp_path):
 
 
 def test_prefect_backend_deadline_fails_the_job_and_cancels_the_run(tmp_path):
-    from studio.prefect_backend import DeadlineExceeded, PrefectBackend
+    from dreammover_studio.prefect_backend import DeadlineExceeded, PrefectBackend
 
     run_deployment, Client, _, _ = _fake_prefect(tmp_path, ["Running"] * 1000)
     backend = PrefectBackend("d/x", poll_seconds=0.01, run_deployment=run_deployment, client_factory=Client,

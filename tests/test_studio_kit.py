@@ -34,8 +34,8 @@ def studio_client(engine, home, config=TINY, limits=None, users=None, **build_kw
     """(TestClient with the admin token, runner) over `build`; `users` a UserStore to sign in from as well."""
     from fastapi.testclient import TestClient
 
-    from studio.auth import Auth
-    from studio.cli import build
+    from dreammover_studio.auth import Auth
+    from dreammover_studio.cli import build
 
     app, runner = build(engine, home, config, limits, auth=Auth(users, TOKEN), allowed_hosts=["testserver"],
                         **build_kw)
@@ -66,7 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class Server:
-    """`python -m studio studio` on a free port, as a user starts it, signed in with DREAMMOVER_STUDIO_TOKEN;
+    """`python -m dreammover_studio studio` on a free port, as a user starts it, signed in with DREAMMOVER_STUDIO_TOKEN;
     restartable on the same home. `env` adds to the environment (e.g. TMPDIR)."""
 
     def __init__(self, model: Path, home: Path, config: Path | None = None, env: dict | None = None, *args):

@@ -9,7 +9,7 @@ pytest.importorskip("multipart")
 from dreammover.backends.svd_config import SVDKeyframeConfig  # noqa: E402
 from dreammover.config import InterpolationConfig  # noqa: E402
 from dreammover.presets import ClipPreset  # noqa: E402
-from studio.limits import StudioLimits, unbounded  # noqa: E402
+from dreammover_studio.limits import StudioLimits, unbounded  # noqa: E402
 from test_studio_kit import studio_client, submit  # noqa: E402
 
 HUGE = 10 ** 12

@@ -16,8 +16,8 @@ import pytest
 pytest.importorskip("multipart")
 
 from dreammover.presets import PRESETS, build_clip  # noqa: E402
-from studio.encoding import Output, clip_plan, produce  # noqa: E402
-from studio.store import JobStore  # noqa: E402
+from dreammover_studio.encoding import Output, clip_plan, produce  # noqa: E402
+from dreammover_studio.store import JobStore  # noqa: E402
 from test_studio_kit import ROOT, TINY, studio_client, submit, wait  # noqa: E402
 
 MiB = 1024 * 1024
@@ -129,8 +129,8 @@ def test_long_blend_rerender_memory_and_cancel_during_encoding(tiny_dm, tmp_path
 
 CRASHER = textwrap.dedent("""
     import os, sys, time
-    from studio.runner import Runner
-    from studio.store import JobStore
+    from dreammover_studio.runner import Runner
+    from dreammover_studio.store import JobStore
 
     class Crash:  # a job that takes the whole process down (as an out-of-memory kill would)
         def run(self, folder, config, report):

@@ -10,7 +10,7 @@ from dreammover.video import read_video
 
 pytest.importorskip("multipart")
 
-from studio.limits import StudioLimits  # noqa: E402
+from dreammover_studio.limits import StudioLimits  # noqa: E402
 from test_studio_kit import studio_client, submit as _submit, wait as _wait  # noqa: E402
 
 FAST_SVD = json.dumps(dict(num_inference_steps=2, noise_injection_steps=1, guidance_scale=1.0))

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("multipart")
 
-from studio.limits import StudioLimits  # noqa: E402
+from dreammover_studio.limits import StudioLimits  # noqa: E402
 from test_studio_kit import TOKEN, Server, png, studio_client, submit  # noqa: E402
 
 MiB = 1024 * 1024
