@@ -118,15 +118,15 @@ def _wait_health(url: str, proc: subprocess.Popen, log: Path, timeout: float = 1
 
 @contextlib.contextmanager
 def _postgres(work: Path) -> Iterator[ServerCPU]:
-    from dreammover_flows.local_api import _free_port
+    from dreammover_flows.local_api import free_port, stop_process
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     pg = work / "pg"
-    db_url = subprocess.run(["bash", str(ROOT / "deploy" / "pg_start.sh"), str(pg), str(_free_port())],
+    db_url = subprocess.run(["bash", str(ROOT / "deploy" / "pg_start.sh"), str(pg), str(free_port())],
                             check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
     server, log = None, work / "prefect-server.log"
     try:
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}/api"
         env = {**os.environ, "PREFECT_API_DATABASE_CONNECTION_URL": db_url, "PREFECT_HOME": str(work / "prefect"),
                "PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
@@ -145,12 +145,7 @@ def _postgres(work: Path) -> Iterator[ServerCPU]:
     finally:
         os.environ.pop("PREFECT_API_URL", None)
         if server is not None:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_process(server, 20)
         subprocess.run(["bash", str(ROOT / "deploy" / "pg_start.sh"), "--stop", str(pg)], check=False)
 
 

@@ -33,7 +33,7 @@ def _drain(timeout: float = 10.0) -> None:
             service.drain_all(timeout=timeout)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -47,7 +47,7 @@ def temporary_api(timeout: float = 180.0) -> Iterator[Optional[str]]:
     if PREFECT_API_URL.value() or not sys.platform.startswith("linux"):
         yield None
         return
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
@@ -72,9 +72,14 @@ def temporary_api(timeout: float = 180.0) -> Iterator[Optional[str]]:
             finally:
                 _drain()  # send queued logs/events while the server still answers (exit would hang on them)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds; reaped either way."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -216,10 +216,10 @@ def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pa
     }
     # The clip, written once, then the summary beside it (last: a summary means the clip is complete).
     clip = publish_clip(frames, fps, fmt, output, recipe, summary)
-    summary, written = clip["summary"], clip["uri"]
+    summary, written = clip.summary, clip.uri
     _link(summary)
     get_run_logger().info("%s: %d frames -> %s (LoRA %s, inversion %s, %d/%d chunks rendered)", summary["pair"],
-                          clip["frames"], written, pair.lora.run.status, pair.inversion.run.status,
+                          clip.frames, written, pair.lora.run.status, pair.inversion.run.status,
                           summary["stages"]["denoise"]["computed"], len(rendered))
     return summary
 
@@ -252,9 +252,9 @@ def _render_svd(image0, image1, output, config: SVDKeyframeConfig, model, fps, c
     }
     # The clip, written once, then the summary beside it (last: a summary means the clip is complete).
     clip = publish_clip(frames, fps, fmt, output, recipe, summary)
-    summary, written = clip["summary"], clip["uri"]
+    summary, written = clip.summary, clip.uri
     _link(summary)
-    get_run_logger().info("%s: %d frames -> %s (svd frames %s)", summary["pair"], clip["frames"], written,
+    get_run_logger().info("%s: %d frames -> %s (svd frames %s)", summary["pair"], clip.frames, written,
                           frames.run.status)
     return summary
 

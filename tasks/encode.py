@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from dreammover.video import write_video
 
 from .artifacts import get_images
-from .results import FramesArtifact
+from .results import FramesArtifact, PublishedClip
 from .retry import retry_options
 from .storage import split_uri
 from .upload import store_summary, summary_uri
@@ -25,14 +25,14 @@ FORMATS = ("mp4", "webm", "gif")
 
 @task(name="publish-clip", cache_policy=NO_CACHE, **retry_options())
 def publish_clip(frames: FramesArtifact, fps: float, fmt: str, destination: str, preset: dict | None = None,
-                 summary: dict | None = None) -> dict:
+                 summary: dict | None = None) -> PublishedClip:
     """Encode the frames at `fps` and write the clip to `destination` (a URI ending in .<fmt>) once; then,
     with `summary`, the pair's summary beside it, completed with the clip's URI, frame count and fps (last:
     a summary means its clip is complete; one task for both saves a task run per pair).
 
     preset: a ClipPreset (as a dict): the clip is built from the frames by the studio's and the CLI's
     code (dreammover.presets.build_clip: reframe, timing, loop) and encoded at the preset's fps.
-    Returns {"uri": the clip's URI, "frames", "fps", "format"} and, with `summary`, "summary" as written.
+    Returns the clip's URI, frame count, fps and format, and with `summary` the summary as written.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unsupported clip format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -47,9 +47,7 @@ def publish_clip(frames: FramesArtifact, fps: float, fmt: str, destination: str,
     store, name = split_uri(destination)
     uri = store.publish_file(name, lambda path: write_video(images, Path(path), fps=fps))
     get_run_logger().debug("encoded %d frames at %g fps (%s) -> %s", len(images), fps, fmt, uri)
-    clip = {"uri": uri, "frames": len(images), "fps": fps, "format": fmt}
     if summary is not None:
         summary = {**summary, "output": uri, "frames": len(images), "fps": fps}
         store_summary(summary, summary_uri(uri))
-        clip["summary"] = summary
-    return clip
+    return PublishedClip(uri=uri, frames=len(images), fps=fps, format=fmt, summary=summary)

@@ -97,3 +97,13 @@ class RenderedFrames(_Result):
     pair: FittedPairArtifacts
     chunks: list[ChunkArtifact]
     frames: FramesArtifact
+
+
+class PublishedClip(_Result):
+    """A clip written at its output (step 13), and the per-pair summary written beside it, if any."""
+
+    uri: str
+    frames: int
+    fps: float
+    format: str
+    summary: Optional[dict] = None

@@ -98,12 +98,14 @@ def s3_store(url: str, bucket: str, prefix: str = "", attempts: int = 5):
 
 
 @contextlib.contextmanager
-def faulty_s3_env(monkeypatch, tmp_path, buckets=("inputs", "outputs", "cache"), seed: int = 0):
-    """moto behind a FaultyProxy: boto3 in the code under test talks to the proxy (AWS_* env), and the
-    yielded `direct` client to moto itself (to look at what the store holds without faults)."""
+def faulty_s3_env(monkeypatch, tmp_path, buckets=("inputs", "outputs", "cache"), seed: int = 0, proxy_type=None):
+    """moto behind a FaultyProxy (or `proxy_type(upstream)`, e.g. a counting one): boto3 in the code under
+    test talks to the proxy (AWS_* env), and the yielded `direct` client to moto itself (to look at what
+    the store holds without faults)."""
     import boto3
 
-    with moto_server() as upstream, FaultyProxy(upstream, seed=seed) as proxy:
+    make = proxy_type or (lambda upstream: FaultyProxy(upstream, seed=seed))
+    with moto_server() as upstream, make(upstream) as proxy:
         nowhere = tmp_path / "no-aws-config"
         for k, v in {**S3_ENV, "AWS_ENDPOINT_URL": proxy.url, "AWS_CONFIG_FILE": str(nowhere),
                      "AWS_SHARED_CREDENTIALS_FILE": str(nowhere)}.items():

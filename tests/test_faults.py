@@ -247,12 +247,14 @@ def test_killed_worker_mid_step_gives_the_same_frames_one_clip_and_no_partial(pr
     assert calm["done"] == 2
 
     killed: list = []
-    killer = threading.Thread(target=_kill_a_worker_in_a_model_step, args=(client, "denoise", killed), daemon=True)
+    # A pair per worker: each pair's model work (fit, chunks, decode) is one render_frames task on the pool.
+    killer = threading.Thread(target=_kill_a_worker_in_a_model_step, args=(client, "render_frames", killed),
+                              daemon=True)
     killer.start()
     hit = _report(interpolate_archive(output=str(tmp_path / "hit"), cache=str(tmp_path / "cache-hit"),
                                       return_state=True, **common))
     killer.join(timeout=5)
-    assert killed, f"no worker was killed: no denoise step ran on the pool (saw {sorted(SEEN)[:20]})"
+    assert killed, f"no worker was killed: no render_frames task ran on the pool (saw {sorted(SEEN)[:20]})"
     assert hit["done"] == 2 and hit["failed"] == 0, hit["pairs"]
     for i in range(2):
         a, b = read_video(tmp_path / "calm" / f"p{i}.mp4"), read_video(tmp_path / "hit" / f"p{i}.mp4")

@@ -12,7 +12,7 @@ import urllib.parse
 
 import pytest
 
-from fault_harness import FAST, S3_ENV, FaultyProxy, distinct_pair, moto_server
+from fault_harness import FAST, FaultyProxy, distinct_pair, faulty_s3_env
 
 
 class CountingProxy(FaultyProxy):
@@ -47,18 +47,8 @@ class CountingProxy(FaultyProxy):
 @pytest.fixture
 def counted_s3(monkeypatch, tmp_path):
     """(proxy, direct client): the code under test reaches moto through the counting proxy (AWS_* env)."""
-    import boto3
-
-    with moto_server() as upstream, CountingProxy(upstream) as proxy:
-        nowhere = tmp_path / "no-aws-config"
-        for k, v in {**S3_ENV, "AWS_ENDPOINT_URL": proxy.url, "AWS_CONFIG_FILE": str(nowhere),
-                     "AWS_SHARED_CREDENTIALS_FILE": str(nowhere)}.items():
-            monkeypatch.setenv(k, v)
-        direct = boto3.client("s3", endpoint_url=upstream, region_name="us-east-1",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
-        for bucket in ("inputs", "outputs"):
-            direct.create_bucket(Bucket=bucket)
-        yield proxy, direct
+    with faulty_s3_env(monkeypatch, tmp_path, buckets=("inputs", "outputs"), proxy_type=CountingProxy) as both:
+        yield both
 
 
 @pytest.fixture(scope="module")
