@@ -203,10 +203,23 @@ def make_sample(folder: Path = typer.Argument(Path("examples/pair"), help="folde
         typer.echo(str(p))
 
 
+# Library units with commands of their own (restyle, discover): each module has register(app).
+LIBRARY_COMMANDS = ("dreammover.restyle.cli", "dreammover.discover.cli")
+
+
 def _register_plugins() -> None:
     """Commands from other layers (Prefect flows, evaluation) register through the `dreammover.cli` entry point."""
+    import importlib
     from importlib.metadata import entry_points
 
+    for name in LIBRARY_COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name is not None and name.startswith(err.name):
+                continue  # the unit is not part of this build
+            raise
+        module.register(app)
     for ep in entry_points(group="dreammover.cli"):
         try:
             ep.load()(app)
