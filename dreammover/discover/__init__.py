@@ -2,8 +2,9 @@
 from .bursts import Burst, group_bursts
 from .config import DiscoverConfig
 from .photos import Photo
+from .manifest import contact_sheet, write_manifest
 from .run import DiscoverResult, discover
 from .state import DiscoverState, load_state, save_state
 
 __all__ = ["Burst", "DiscoverConfig", "DiscoverResult", "DiscoverState", "Photo", "discover", "group_bursts",
-           "load_state", "save_state"]
+           "load_state", "save_state", "write_manifest", "contact_sheet"]
