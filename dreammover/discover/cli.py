@@ -107,7 +107,7 @@ def discover_command(
     write_manifest(result, output)
     skipped = sum(1 for n in result.photos_report if n["note"].startswith("skipped"))
     typer.echo(f"{result.photos} photo(s) read, {len(result.bursts)} burst(s), {len(result.pairs)} "
-               f"{'entrie(s)' if cfg.chain else 'pair(s)'}, {len(result.rejected)} candidate(s) rejected, "
+               f"manifest entr{'y' if len(result.pairs) == 1 else 'ies'}, {len(result.rejected)} candidate(s) rejected, "
                f"{skipped} file(s) skipped")
     typer.echo(f"manifest: {output}\nreport: {report_uri(output)}")
     if contact_sheet:
