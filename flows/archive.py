@@ -214,7 +214,7 @@ def _run_here(todo, params: dict, entries: dict, finished=None) -> None:
     for i, (pair, clip) in enumerate(todo, 1):
         get_run_logger().info("pair %d/%d: %s", i, len(todo), pair.id)
         state = interpolate_pair(pair.image0, pair.image1, clip, pair_id=pair.id, inputs=pair.inputs(),
-                                 return_state=True, **params)
+                                 keyframes=pair.keyframes, motions=pair.motions, return_state=True, **params)
         entries[pair.id] = _from_state(pair, state, clip)
         if finished is not None:
             finished(pair.id)
@@ -231,7 +231,7 @@ def pool_pair_flow(address: str, timeout: float):
 def run_pair_on_pool(pair: PairSpec, clip: str, params: dict, address: str, flow) -> dict:
     """One pair flow (`pool_pair_flow`) whose model tasks go to the Dask GPU pool (this thread only waits)."""
     state = flow(pair.image0, pair.image1, clip, pair_id=pair.id, dask=address, inputs=pair.inputs(),
-                 return_state=True, **params)
+                 keyframes=pair.keyframes, motions=pair.motions, return_state=True, **params)
     return _from_state(pair, state, clip)
 
 
