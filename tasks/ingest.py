@@ -102,6 +102,11 @@ def _from_manifest(store, manifest: str) -> list[PairSpec]:
         rows = rows.get("pairs", [])
     if not isinstance(rows, list):
         raise ValueError(f"{manifest}: expected a list of {{id, image0, image1}} entries")
+    return pairs_from_entries(store, rows)
+
+
+def pairs_from_entries(store, rows: list[dict]) -> list[PairSpec]:
+    """Manifest entries ({id, image0, image1} or {id, keyframes, motions}; paths relative to `store`) as PairSpecs."""
 
     def resolve(ref: str) -> str:
         ref = (ref or "").strip()
