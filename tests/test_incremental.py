@@ -202,3 +202,21 @@ def test_save_state_is_a_compare_and_swap(discovery, tmp_path):
     assert save_state(out, fresh, {"p": {"status": "failed"}}, log)
     doc = json.loads(out.read_bytes(STATE_KEY))
     assert doc["discover"]["seen"] == {"z.png": "3"} and doc["pending"] == [{"id": "p"}]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--gap", "2"], "--gap and --chain go with --discover"),
+    (["--chain"], "--gap and --chain go with --discover"),
+    (["--discover", "--manifest", "m.json"], "either --manifest or --discover"),
+])
+def test_run_archive_discover_misuse_exits_2_before_any_work(tmp_path, extra, message):
+    import typer
+    from typer.testing import CliRunner
+
+    from dreammover_flows.cli import register
+
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["run-archive", str(tmp_path), "-o", str(tmp_path / "out"), *extra])
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "out").exists()
