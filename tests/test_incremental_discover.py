@@ -1,0 +1,87 @@
+"""Incremental scheduled runs with the real discovery (issue #18): run-archive --discover on a generated archive
+(tests/discover_archive.py), then ONE new photo extending a burst: only that burst's new pair is rendered."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+pytest.importorskip("dreammover.discover")
+
+from discover_archive import T0, make_archive, scene, subject, view, write_photo  # noqa: E402
+
+FAST = dict(size=64, num_frames=2, frames_per_batch=2, lora_steps=2, lora_rank=4, num_inference_steps=10,
+            inversion_steps=6, feature_step=3)
+SIZE = (320, 240)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    from dreammover_tasks.models import ModelSpec
+
+    return ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="fp32")
+
+
+@pytest.fixture
+def fits(monkeypatch):
+    from dreammover.pipeline import DreamMover
+
+    count, original = [0], DreamMover.fit_lora
+
+    def spy(self, *a, **kw):
+        count[0] += 1
+        return original(self, *a, **kw)
+    monkeypatch.setattr(DreamMover, "fit_lora", spy)
+    return count
+
+
+def _cli(args):
+    import typer
+    from typer.testing import CliRunner
+
+    from dreammover_flows.cli import register
+
+    app = typer.Typer()
+    register(app)
+    return CliRunner().invoke(app, args)
+
+
+def _photos(entry: dict) -> set[str]:
+    return set(entry.get("keyframes") or (entry["image0"], entry["image1"]))
+
+
+def test_a_new_photo_re_pairs_only_the_burst_it_extends(prefect_env, model, fits, tmp_path):
+    from dreammover_flows.archive_discover import MANIFEST_KEY, STATE_KEY
+
+    src, out = tmp_path / "photos", tmp_path / "clips"
+    arc = make_archive(src, SIZE)
+    (tmp_path / "c.json").write_text(json.dumps(FAST))
+    args = ["run-archive", str(src), "-o", str(out), "--discover", "--model", model.model, "--device", "cpu",
+            "--config", str(tmp_path / "c.json"), "--cache", str(tmp_path / "cache")]
+
+    result = _cli(args)
+    assert result.exit_code == 0, result.output
+    first = json.loads((out / MANIFEST_KEY).read_text())["pairs"]
+    assert {tuple(sorted(_photos(e))) for e in first} == {tuple(sorted(p)) for p in arc.pairs}
+    assert fits[0] == len(arc.pairs) and all((out / f"{e['id']}.mp4").is_file() for e in first)
+    seen = json.loads((out / STATE_KEY).read_text())["discover"]["seen"]
+    assert set(arc.bursts[0]) <= set(seen)
+
+    result = _cli(args)  # nothing new: no pair discovered, nothing fitted
+    assert result.exit_code == 0, result.output
+    assert fits[0] == len(arc.pairs) and '"done": 0' in result.output
+
+    # One more photo of burst 1, 0.8 s after its last: camera and subject moved on.
+    w, h = SIZE
+    new = "DCIM/IMG_0250.JPG"
+    rgb = view(scene(10, (2 * w, 2 * h)), (3 * (w // 8), 24), SIZE, subject(1, h // 8), (w // 2, h // 6), noise=1.5)
+    write_photo(src / new, rgb, T0 + timedelta(seconds=2.2), "Canon", "EOS R5", offset="+02:00")
+    result = _cli(args)
+    assert result.exit_code == 0, result.output
+    again = json.loads((out / MANIFEST_KEY).read_text())["pairs"]
+    assert again and all(set(_photos(e)) <= set(arc.bursts[0]) | {new} for e in again)  # that burst only
+    report = json.loads(next(line for line in result.output.splitlines() if line.startswith('{"status"')))
+    assert report["done"] == 1 and report["failed"] == 0  # the new pair; the burst's others are up to date
+    assert fits[0] == len(arc.pairs) + 1
+    assert new in json.loads((out / STATE_KEY).read_text())["discover"]["seen"]
