@@ -42,8 +42,11 @@ class Discovered:
     counts: dict = field(default_factory=dict)
 
 
-def load_state(out, log) -> tuple[Any, list[dict], Optional[str], Optional[str]]:
-    """(DiscoverState or None, pending entries, version read, why it was unreadable) from the output."""
+def load_state(out, log, source: Optional[str] = None) -> tuple[Any, list[dict], Optional[str], Optional[str]]:
+    """(DiscoverState or None, pending entries, version read, why it was unreadable) from the output.
+
+    source: the source's URI; a state recorded for another source is not used (its keys name other photos).
+    """
     from dreammover.discover import DiscoverState
 
     got = retry_transient(out.get_versioned, STATE_KEY)
@@ -56,6 +59,9 @@ def load_state(out, log) -> tuple[Any, list[dict], Optional[str], Optional[str]]
             raise ValueError(f"format {doc.get('format')!r}, expected {STATE_FORMAT}")
         state = DiscoverState.model_validate(doc["discover"])
         pending = [e for e in doc.get("pending", []) if isinstance(e, dict) and e.get("id")]
+        recorded = getattr(state, "source", "")
+        if source and recorded and recorded != source:
+            raise ValueError(f"it records another source, {recorded}")
     except (ValueError, KeyError, TypeError, AttributeError) as err:  # pydantic's ValidationError is a ValueError
         why = f"{out.uri(STATE_KEY)} is unreadable ({type(err).__name__}: {str(err).splitlines()[0][:200]})"
         log.warning("%s: discovering the whole source again (rendered clips are skipped by their fingerprints); "
@@ -72,8 +78,10 @@ def discover_new(source: str, output: str, config: Optional[dict] = None) -> Dis
     from dreammover.discover import DiscoverConfig, discover, write_manifest
 
     log, out = get_run_logger(), open_storage(output)
-    known, pending, version, why = load_state(out, log)
+    known, pending, version, why = load_state(out, log, open_storage(source).uri())
     result = discover(source, DiscoverConfig.model_validate(config or {}), known=known)
+    # A pending entry whose photos are gone from the source would fail for ever: dropped.
+    pending = [e for e in pending if all(k in result.state.seen for k in _photo_keys(e))]
     entries = {str(e["id"]): e for e in pending}
     entries.update({str(e["id"]): e for e in result.pairs})  # discovered now wins over a stale pending entry
     try:  # a record of what this run considered, and why candidates were rejected (never fatal)
@@ -87,6 +95,10 @@ def discover_new(source: str, output: str, config: Optional[dict] = None) -> Dis
              counts["new_pairs"], counts["pending"], counts["rejected"], f" ({why})" if why else "")
     return Discovered(pairs=pairs, entries={p.id: entries[k] for p, k in zip(pairs, entries)}, state=result.state,
                       version=version, rescanned=why, counts=counts)
+
+
+def _photo_keys(entry: dict) -> list[str]:
+    return list(entry.get("keyframes") or [entry.get("image0", ""), entry.get("image1", "")])
 
 
 def save_state(out, found: Discovered, report_entries: dict, log) -> bool:

@@ -162,6 +162,13 @@ def test_a_pair_that_fails_stays_pending_and_a_corrupt_state_rescans(prefect_env
     assert _statuses(report) == {"c": "done"}
     assert json.loads((out / STATE_KEY).read_text())["pending"] == []
 
+    (src / "d_1.png").write_bytes(b"not a png")  # a failed pair whose photo is then deleted: no longer pending
+    _photo(src / "d_2.png", 30, 3)
+    assert _statuses(_run(src, out, model, tmp_path)) == {"d": "failed"}
+    (src / "d_1.png").unlink()
+    assert _run(src, out, model, tmp_path)["status"] == "empty"
+    assert json.loads((out / STATE_KEY).read_text())["pending"] == []
+
     (out / STATE_KEY).write_text("{ truncated")  # corrupt: warn, discover everything again, skip what is rendered
     done_fits = fits[0]
     report = _run(src, out, model, tmp_path)

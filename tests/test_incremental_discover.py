@@ -121,3 +121,20 @@ def test_a_chained_burst_a_new_photo_extends_is_one_longer_clip_reusing_its_segm
     summary = json.loads((out / f"{chain['id']}.json").read_text())
     assert [s["lora"]["status"] for s in summary["segments"]] == ["reused", "reused", "computed"]
     assert len(read_video(out / f"{chain['id']}.mp4")) == frames + 4
+
+
+def test_a_state_recorded_for_another_source_is_not_used(tmp_path):
+    import logging
+
+    from dreammover.discover import DiscoverState
+    from dreammover_flows.archive_discover import STATE_KEY, load_state
+    from dreammover_tasks.storage import open_storage
+
+    out = open_storage(tmp_path / "out")
+    state = DiscoverState(source=open_storage(tmp_path / "elsewhere").uri(), seen={"a.jpg": "1"})
+    out.write_bytes(STATE_KEY, json.dumps({"format": 1, "discover": state.model_dump(mode="json")}).encode())
+    here = open_storage(tmp_path / "photos").uri()
+    known, pending, version, why = load_state(out, logging.getLogger("t"), here)
+    assert known is None and version and "another source" in why
+    known, *_ = load_state(out, logging.getLogger("t"), state.source)
+    assert known.seen == {"a.jpg": "1"}
