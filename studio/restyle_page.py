@@ -52,8 +52,8 @@ function rsAt(e) {  // mouse position in frame pixels, clamped to the frame
   return [Math.min(img.naturalWidth, Math.max(0, x)), Math.min(img.naturalHeight, Math.max(0, y))];
 }
 function rsSet(a, b) {
-  const x = Math.floor(Math.min(a[0], b[0])), y = Math.floor(Math.min(a[1], b[1]));
-  rsBox = [x, y, Math.ceil(Math.max(a[0], b[0])) - x, Math.ceil(Math.max(a[1], b[1])) - y]; rsDraw();
+  const x = Math.round(Math.min(a[0], b[0])), y = Math.round(Math.min(a[1], b[1]));  // corners to the nearest pixel
+  rsBox = [x, y, Math.round(Math.max(a[0], b[0])) - x, Math.round(Math.max(a[1], b[1])) - y]; rsDraw();
 }
 function rsDraw() {
   const el = $('rs-box'), img = $('rs-frame');

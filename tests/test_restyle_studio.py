@@ -163,3 +163,88 @@ def test_a_studio_on_a_prefect_deployment_refuses_restyle_in_words(tmp_path):
     finally:
         runner.stop()
     assert json.loads(json.dumps(r.json()))["detail"].count("\n") == 0
+
+
+def test_restyle_in_a_browser_box_dragged_result_beside_the_original(tiny_model_dir, tmp_path):
+    """Headless Chromium: a finished tiny job, Restyle, drag a box on its first frame, submit, both clips play."""
+    import os
+    import shutil
+
+    from dreammover.sample import write_sample_pair
+    from test_studio_kit import Server
+
+    chromium, driver_exe = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+    if not (chromium and driver_exe):
+        if os.environ.get("STUDIO_REQUIRE_BROWSER") == "1":
+            pytest.fail("STUDIO_REQUIRE_BROWSER=1 but no chromium/chromedriver", pytrace=False)
+        pytest.skip("no chromium/chromedriver: apt-get install -y chromium chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    (tmp_path / "tiny.json").write_text(json.dumps(dict(size=64, num_frames=2, lora_steps=2, num_inference_steps=4,
+                                                         inversion_steps=2, feature_step=1)))
+    a, b = write_sample_pair(tmp_path / "photos", 64)
+    server = Server(tiny_model_dir, tmp_path / "home", tmp_path / "tiny.json", None,
+                    "--restyle-model", "tiny-t2v", "--restyle-steps", "4").start()
+    opts = Options()
+    opts.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,1000", "--autoplay-policy=no-user-gesture-required"):
+        opts.add_argument(arg)
+    drv = webdriver.Chrome(service=Service(driver_exe), options=opts)
+
+    def until(fn, timeout=120):  # the page rebuilds parts of itself: a stale element means look again
+        return WebDriverWait(drv, timeout, poll_frequency=0.1,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(fn)
+
+    playing = "const v = document.getElementById(arguments[0]); return v.readyState >= 1 && v.duration > 0"
+    try:
+        from test_studio_kit import TOKEN
+
+        drv.get(server.url + "/")
+        drv.find_element(By.ID, "token").send_keys(TOKEN)
+        drv.find_element(By.ID, "signin-go").click()
+        until(lambda d: d.find_elements(By.ID, "f0"))
+        drv.find_element(By.ID, "f0").send_keys(str(a))
+        drv.find_element(By.ID, "f1").send_keys(str(b))
+        drv.find_element(By.ID, "go").click()
+        until(lambda d: d.execute_script(playing, "clip"))
+        parent = server.jobs()[0]
+        drv.find_element(By.ID, "restyle-open").click()
+        frame = drv.find_element(By.ID, "rs-frame")
+        until(lambda d: d.execute_script("return arguments[0].naturalWidth", frame) == 64)
+        drv.execute_script("arguments[0].scrollIntoView({block: 'center'})", frame)
+        w, h = frame.size["width"], frame.size["height"]
+        # from the frame's top-left quarter point to its bottom-right quarter point: the middle half of the frame
+        ActionChains(drv).move_to_element_with_offset(frame, -w // 4, -h // 4).click_and_hold() \
+            .move_by_offset(w // 2, h // 2).release().perform()
+        box = drv.execute_script("return rsBox")  # the middle half of the 64x64 frame, to a pixel (sub-pixel layout)
+        assert np.abs(np.array(box) - [16, 16, 32, 32]).max() <= 1, box
+        assert drv.find_element(By.ID, "rs-boxtext").text.startswith(f"Box: x {box[0]}, y {box[1]}, {box[2]}x{box[3]}")
+        assert drv.find_element(By.ID, "rs-box").is_displayed()
+        drv.find_element(By.ID, "rs-target").send_keys("an oil painting <b>of</b> the scene")
+        steps = drv.find_element(By.ID, "rs-steps")
+        steps.clear()
+        steps.send_keys("2")
+        drv.find_element(By.ID, "rs-go").click()
+        until(lambda d: "compare" in d.find_element(By.ID, "result").get_attribute("class")
+              and d.execute_script(playing, "orig") and d.execute_script(playing, "clip"))
+        assert drv.find_element(By.ID, "cap-orig").is_displayed() and drv.find_element(By.ID, "cap-new").is_displayed()
+        left, right = (drv.find_element(By.ID, i).rect for i in ("orig", "clip"))
+        assert left["x"] + left["width"] <= right["x"] + 1 and abs(left["y"] - right["y"]) < 2  # side by side
+        assert drv.find_element(By.ID, "dl-mp4").get_attribute("href").endswith("/clip?format=mp4")
+        assert drv.find_element(By.ID, "rs-msg").text == "" and drv.find_element(By.ID, "jobmsg").text == ""
+        job = server.jobs()[0]
+        assert job["state"] == "done" and job["source"] == parent["id"] and job["frames"] == parent["frames"]
+        assert job["settings"]["box"] == box and job["settings"]["steps"] == 2
+        assert job["settings"]["target_prompt"] == "an oil painting <b>of</b> the scene"
+        row = until(lambda d: d.find_element(By.CSS_SELECTOR, f"li.hist[data-id='{job['id']}']"))
+        assert "<b>of</b>" in row.text and "render again" not in row.text  # shown as text; no re-render menu
+    finally:
+        drv.quit()
+        server.stop()
