@@ -100,6 +100,11 @@ def cotracker_tracks(weights: str | Path, grid: int = 20):
     return track
 
 
+def _embedding(out):
+    """The projected embedding: a tensor (transformers 4) or the output's pooler_output (transformers 5)."""
+    return out if hasattr(out, "norm") else out.pooler_output
+
+
 @dataclass
 class ClipScorer:
     """CLIP image and text embeddings (unit length) from a local transformers CLIP folder."""
@@ -113,7 +118,7 @@ class ClipScorer:
 
         with torch.no_grad():
             inputs = self.processor(images=list(frames), return_tensors="pt")
-            e = self.model.get_image_features(pixel_values=inputs["pixel_values"])
+            e = _embedding(self.model.get_image_features(pixel_values=inputs["pixel_values"]))
         return (e / e.norm(dim=-1, keepdim=True)).numpy()
 
     def text(self, prompt: str) -> np.ndarray:
@@ -121,7 +126,8 @@ class ClipScorer:
 
         with torch.no_grad():
             inputs = self.processor(text=[prompt], return_tensors="pt", padding=True, truncation=True)
-            e = self.model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+            e = _embedding(self.model.get_text_features(input_ids=inputs["input_ids"],
+                                                        attention_mask=inputs["attention_mask"]))
         return (e / e.norm(dim=-1, keepdim=True)).numpy()[0]
 
 
