@@ -68,6 +68,16 @@ class RestyleJobs:
             self.model = load_t2v(self.model_spec, device=self.device, dtype=self.dtype)
         return self.model
 
+    def check_fits(self, n_frames: int, hw: tuple[int, int], steps: int) -> None:
+        """Once the model is loaded: a 400 with the library's preflight when the edit cannot fit in memory."""
+        if self.model is None:  # not loaded yet (loading it here would block a request for minutes)
+            return
+        from dreammover.restyle import RestyleConfig, restyle_preflight
+
+        plan = restyle_preflight(self.model, n_frames, hw[0], hw[1], RestyleConfig(steps=steps))
+        if not plan.fits:
+            raise HTTPException(400, f"this restyle job does not fit in memory here: {plan.summary()}")
+
     def run(self, folder: Path, settings: RestyleSettings, report: EventFn) -> tuple[list[np.ndarray], dict]:
         """The parent's frames -> the edited frames (same size and count) and {seconds, unet_evals}."""
         from PIL import Image
@@ -160,6 +170,7 @@ def add_routes(api, ctx, job_or_404, public, who) -> None:
             hw = (im.height, im.width)
         settings = RestyleSettings(target_prompt=target_prompt, source_prompt=source, box=parse_box(box, hw),
                                    steps=steps, model=engine.model_spec)
+        engine.check_fits(len(frames), hw, steps)
         preset = parent["preset"]
         from dreammover.presets import ClipPreset
 

@@ -5,7 +5,7 @@ first frame, and a restyled clip shown beside its original. User text reaches th
 RESTYLE_CSS = r"""
 #result.compare{display:grid;grid-template-columns:1fr 1fr;gap:.5em;align-items:start}
 #result.compare>.full{grid-column:1/-1}.cap{font-size:.85em;color:var(--mute)}
-#orig{width:100%;max-height:60vh;object-fit:contain;background:#111;border-radius:6px}
+#orig,#origgif{width:100%;max-height:60vh;object-fit:contain;background:#111;border-radius:6px}
 #rs-wrap{position:relative;display:inline-block;cursor:crosshair;user-select:none;touch-action:none}
 #rs-frame{display:block;width:min(100%,320px);image-rendering:pixelated;border-radius:4px}
 #rs-box{position:absolute;border:2px solid #ffd400;box-shadow:0 0 0 1px #000;pointer-events:none}
@@ -14,7 +14,8 @@ RESTYLE_CSS = r"""
 
 RESTYLE_ORIG = r"""
   <span class="cap hidden" id="cap-orig">original</span><span class="cap hidden" id="cap-new">restyled</span>
-  <video id="orig" class="hidden" loop autoplay muted playsinline controls></video>"""
+  <video id="orig" class="hidden" loop autoplay muted playsinline controls></video>
+  <img id="origgif" class="hidden" alt="the original clip">"""
 
 RESTYLE_FORM = r"""
   <div class="full" id="restyle-area"><button id="restyle-open" class="hidden">Restyle&hellip;</button>
@@ -37,10 +38,12 @@ function restyleInfo(s) {
 function restyleShow(job) {  // a finished job: a restyled one beside its original; any one may be restyled
   const r = !!(job.settings && job.settings.backend === 'restyle' && job.source);
   $('result').classList.toggle('compare', r);
-  for (const id of ['cap-orig', 'cap-new', 'orig']) $(id).classList.toggle('hidden', !r);
+  const v = $('orig'), fmts = ['mp4', 'webm'].filter(f => (job.outputs || {})[f]), gif = !fmts.length;
+  for (const id of ['cap-orig', 'cap-new']) $(id).classList.toggle('hidden', !r);
+  v.classList.toggle('hidden', !r || gif); $('origgif').classList.toggle('hidden', !r || !gif);
   $('downloads').classList.add('full');
-  const v = $('orig'), fmts = ['mp4', 'webm'].filter(f => (job.outputs || {})[f]);
-  if (r) {
+  if (r && gif) $('origgif').src = `/jobs/${esc(job.source)}/clip?format=gif`;
+  else if (r) {
     v.innerHTML = fmts.map(f => `<source src="/jobs/${esc(job.source)}/clip?format=${f}" type="video/${f}">`).join('');
     v.load(); v.play().catch(() => {});
   } else { v.removeAttribute('src'); v.innerHTML = ''; }

@@ -159,10 +159,9 @@ def test_a_studio_on_a_prefect_deployment_refuses_restyle_in_words(tmp_path):
         with TestClient(app, headers={"Authorization": "Bearer tok"}) as client:
             r = restyle(client, job, target_prompt="a cat")
             assert r.status_code == 501 and "Prefect deployment" in r.json()["detail"]
-            assert "RESTYLE = false" in client.get("/").text
+            assert "\n" not in r.json()["detail"] and "RESTYLE = false" in client.get("/").text  # no button
     finally:
         runner.stop()
-    assert json.loads(json.dumps(r.json()))["detail"].count("\n") == 0
 
 
 def test_restyle_in_a_browser_box_dragged_result_beside_the_original(tiny_model_dir, tmp_path):
@@ -248,3 +247,30 @@ def test_restyle_in_a_browser_box_dragged_result_beside_the_original(tiny_model_
     finally:
         drv.quit()
         server.stop()
+
+
+def test_an_edit_the_preflight_says_cannot_fit_is_refused_with_its_estimate(studio, monkeypatch):
+    import dreammover.restyle as lib
+
+    client, runner, done = studio
+    engine = runner.backend.restyle
+    if engine.model is None:  # the model is loaded by the first restyle job; this test needs it "loaded"
+        monkeypatch.setattr(engine, "model", engine.load())
+    seen = []
+
+    class Plan:
+        fits, peak_bytes = False, 3 << 40
+
+        def summary(self):
+            return "latents 8x8, 1 window, 2 iterations, ~3072 GiB peak of 16 GiB"
+
+    def preflight(model, n, h, w, config):
+        seen.append((n, h, w, config.steps))
+        return Plan()
+
+    monkeypatch.setattr(lib, "restyle_preflight", preflight)
+    before = jobs(client)
+    r = restyle(client, done["id"], target_prompt="a cat", steps="2")
+    assert r.status_code == 400 and r.json()["detail"] == \
+        "this restyle job does not fit in memory here: latents 8x8, 1 window, 2 iterations, ~3072 GiB peak of 16 GiB"
+    assert seen == [(4, 64, 64, 2)] and jobs(client) == before
