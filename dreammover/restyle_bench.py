@@ -206,6 +206,30 @@ def format_table(result: RestyleBenchResult) -> str:
     return "\n".join(lines + [""] + result.notes)
 
 
+def settings_from_options(pairs_dir, model, steps, clip, source_prompt, target_prompt, box, frames, size, seed,
+                          device, dtype, clip_model, lpips_weights, lpips_lin, lpips_arch,
+                          cotracker_weights) -> RestyleBenchSettings:
+    """`bench --restyle`'s options -> settings; the defaults depend on the model (tiny-t2v: a quick CPU run)."""
+    from .cli import fail
+    from .restyle import DEFAULT_T2V, RestyleInputError, parse_box
+
+    if pairs_dir is not None:
+        fail("--restyle takes no PAIRS_DIR: give --clip IN.mp4 (or nothing, for a generated clip)")
+    model = model or DEFAULT_T2V
+    tiny = model == "tiny-t2v"
+    try:
+        parsed = parse_box(box) if box else None
+    except RestyleInputError as err:
+        fail(str(err))
+    width = size or (64 if tiny else 576)  # Zeroscope's native 576x320 (16:9 rounded to the VAE's 8)
+    return RestyleBenchSettings(
+        model=model, steps=steps or (20 if tiny else 200), clip=clip, source_prompt=source_prompt,
+        target_prompt=target_prompt, box=parsed, frames=frames or (8 if tiny else 16), width=width,
+        height=width if tiny else (width * 5 // 9) // 8 * 8, seed=seed or 0, device=device, dtype=dtype,
+        clip_model=clip_model, lpips_weights=lpips_weights, lpips_lin=lpips_lin, lpips_arch=lpips_arch,
+        cotracker_weights=cotracker_weights)
+
+
 def bench_command(s: RestyleBenchSettings, output: Path | None, quiet: bool) -> None:
     """The CLI's `bench --restyle`: every bad input is one line and exit 2 before the model loads."""
     import json

@@ -147,6 +147,7 @@ def test_clip_metrics_properties(tiny_model_dir, tmp_path, clip):
     (["--clip", "/nonexistent.mp4"], "--clip needs --target-prompt"),
     (["--clip-model", "/nonexistent"], "not a CLIP model folder"),
     (["some_pairs"], "--restyle takes no PAIRS_DIR"),
+    (["--box", "1,2"], "box"),
 ])
 def test_bench_restyle_bad_input_is_one_line_and_exit_2(app, args, said):
     res = _bench(app, *args)

@@ -78,40 +78,20 @@ def register(app: typer.Typer) -> None:
         box: Optional[str] = typer.Option(None, "--box", help="--restyle: x,y,w,h region to restyle"),
         clip_model: Optional[Path] = typer.Option(None, "--clip-model", help="--restyle: local CLIP folder for text "
                                                   "alignment and frame consistency (else n/a)"),
-        cotracker_weights: Optional[Path] = typer.Option(None, "--cotracker-weights", help="--restyle: CoTracker "
-                                                         "checkpoint for the paper's motion fidelity (else OpenCV only)"),
+        cotracker_weights: Optional[Path] = typer.Option(
+            None, "--cotracker-weights", help="--restyle: CoTracker checkpoint for the paper's motion fidelity "
+                                              "(else OpenCV only)"),
     ) -> None:
         """Benchmark DreamMover, its Table-3 ablations and weight-free baselines; write report.md with plots."""
-        if restyle:
+        if restyle:  # DreamMotion's bench (dreammover/restyle_bench.py); --model's default is then Zeroscope's
             from click.core import ParameterSource
 
-            from ..cli import fail
-            from ..restyle_bench import RestyleBenchSettings, bench_command
+            from ..restyle_bench import bench_command, settings_from_options
 
-            if pairs_dir is not None:
-                fail("--restyle takes no PAIRS_DIR: give --clip IN.mp4 (or nothing, for a generated clip)")
-            spec = None if ctx.get_parameter_source("model") == ParameterSource.DEFAULT else model
-            if spec is None:
-                from ..restyle import DEFAULT_T2V
-
-                spec = DEFAULT_T2V
-            tiny = spec == "tiny-t2v"
-            parsed = None
-            if box:
-                from ..restyle import RestyleInputError, parse_box
-
-                try:
-                    parsed = parse_box(box)
-                except RestyleInputError as err:
-                    fail(str(err))
-            width = size or (64 if tiny else 576)
-            settings = RestyleBenchSettings(
-                model=spec, steps=steps or (20 if tiny else 200), clip=clip, source_prompt=source_prompt,
-                target_prompt=target_prompt, box=parsed, frames=frames or (8 if tiny else 16), width=width,
-                height=width if tiny else (width * 5 // 9) // 8 * 8, seed=seed or 0, device=device, dtype=dtype,
-                clip_model=clip_model, lpips_weights=lpips_weights, lpips_lin=lpips_lin, lpips_arch=lpips_arch,
-                cotracker_weights=cotracker_weights)
-            return bench_command(settings, output, quiet)
+            given = None if ctx.get_parameter_source("model") == ParameterSource.DEFAULT else model
+            return bench_command(settings_from_options(
+                pairs_dir, given, steps, clip, source_prompt, target_prompt, box, frames, size, seed, device, dtype,
+                clip_model, lpips_weights, lpips_lin, lpips_arch, cotracker_weights), output, quiet)
         if pairs_dir is None or output is None:
             from ..cli import fail
 
