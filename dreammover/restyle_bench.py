@@ -26,6 +26,7 @@ VARIANTS = {  # name -> RestyleConfig fields changed from the full method
     "no mask": {"use_mask": False},
 }
 NO_WEIGHTS = "n/a (no weights)"
+NO_TRACKS = "n/a (no point tracked through the whole clip)"
 # DreamMotion's published figures (Zeroscope, CoTracker tracks): text, frame consistency, motion fidelity, LPIPS.
 PAPER = {"full": (0.8209, 0.9726, 0.9259, 0.3042), "no S-SSM/T-SSM": (0.8202, 0.9648, 0.8426, 0.3247),
          "no T-SSM": (0.8114, 0.9567, 0.9011, 0.3186), "no mask": (0.8180, 0.9695, 0.8653, 0.3416)}
@@ -141,8 +142,8 @@ def load_scorers(s: RestyleBenchSettings) -> tuple[object, object, Callable | No
     return clip, lpips, tracker
 
 
-def _fmt(v) -> str:
-    return v if isinstance(v, str) else "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+def _fmt(v, missing: str = "nan") -> str:
+    return missing if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
 def score(source, edit, prompt: str, clip, lpips, tracker) -> dict[str, str]:
@@ -150,8 +151,8 @@ def score(source, edit, prompt: str, clip, lpips, tracker) -> dict[str, str]:
     lp = f"LPIPS edit-vs-source ({lpips.name})" if lpips else "LPIPS edit-vs-source"
     lc = f"LPIPS consecutive ({lpips.name})" if lpips else "LPIPS consecutive"
     return {
-        M.MOTION_OPENCV: _fmt(M.motion_fidelity(source, edit)),
-        M.MOTION_COTRACKER: _fmt(M.motion_fidelity(source, edit, tracker)) if tracker else NO_WEIGHTS,
+        M.MOTION_OPENCV: _fmt(M.motion_fidelity(source, edit), NO_TRACKS),
+        M.MOTION_COTRACKER: _fmt(M.motion_fidelity(source, edit, tracker), NO_TRACKS) if tracker else NO_WEIGHTS,
         "CLIP text alignment": _fmt(M.clip_text_alignment(clip, edit, prompt)) if clip else NO_WEIGHTS,
         "CLIP frame consistency": _fmt(M.clip_frame_consistency(clip, edit)) if clip else NO_WEIGHTS,
         lp: _fmt(M.lpips_to_source(lpips, edit, source)) if lpips else NO_WEIGHTS,
@@ -164,14 +165,17 @@ def run_restyle_bench(s: RestyleBenchSettings, frames: list[np.ndarray], mask, m
     """Every variant on `frames` with the loaded `model`; scorers from the settings' weights."""
     import torch
 
-    from .restyle import RestyleConfig, restyle, restyle_preflight
+    from . import restyle as lib
+    from .restyle import RestyleConfig, restyle
 
     clip, lpips, tracker = load_scorers(s)
     device = torch.device(model.device) if not isinstance(model.device, torch.device) else model.device
     out = RestyleBenchResult()
-    plan = restyle_preflight(model, len(frames), frames[0].shape[0], frames[0].shape[1],
-                             RestyleConfig(steps=s.steps, seed=s.seed))
-    out.notes.append(f"plan: {plan.summary()}")
+    preflight = getattr(lib, "restyle_preflight", None)  # the library's estimate, where this build has it
+    if preflight is not None:
+        plan = preflight(model, len(frames), frames[0].shape[0], frames[0].shape[1],
+                         RestyleConfig(steps=s.steps, seed=s.seed))
+        out.notes.append(f"preflight: {plan.summary()}")
     for name, changes in VARIANTS.items():
         if name == "no mask" and mask is None:
             out.rows[name] = {"s/iter": "= full (no box or mask given)"}

@@ -70,11 +70,12 @@ class RestyleJobs:
 
     def check_fits(self, n_frames: int, hw: tuple[int, int], steps: int) -> None:
         """Once the model is loaded: a 400 with the library's preflight when the edit cannot fit in memory."""
-        if self.model is None:  # not loaded yet (loading it here would block a request for minutes)
-            return
-        from dreammover.restyle import RestyleConfig, restyle_preflight
+        import dreammover.restyle as lib
 
-        plan = restyle_preflight(self.model, n_frames, hw[0], hw[1], RestyleConfig(steps=steps))
+        preflight = getattr(lib, "restyle_preflight", None)  # the library's estimate, where this build has it
+        if self.model is None or preflight is None:  # not loaded yet: loading here would block a request
+            return
+        plan = preflight(self.model, n_frames, hw[0], hw[1], lib.RestyleConfig(steps=steps))
         if not plan.fits:
             raise HTTPException(400, f"this restyle job does not fit in memory here: {plan.summary()}")
 

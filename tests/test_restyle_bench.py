@@ -99,7 +99,8 @@ def test_bench_restyle_on_tiny_t2v_prints_every_variant(app, tmp_path, dreammove
     assert list(rows) == ["full", "no S-SSM/T-SSM", "no T-SSM", "no mask"]
     for name, row in rows.items():
         assert float(row["s/iter"]) > 0 and row["peak memory (CPU peak RSS)"].endswith(" MiB"), row
-        assert -1 <= float(row["motion fidelity (OpenCV LK tracks; not CoTracker)"]) <= 1, row
+        mf = row["motion fidelity (OpenCV LK tracks; not CoTracker)"]  # a random tiny VAE may leave no trackable point
+        assert mf == "n/a (no point tracked through the whole clip)" or -1 <= float(mf) <= 1, row
         for metric in ("motion fidelity (CoTracker)", "CLIP text alignment", "CLIP frame consistency",
                        "LPIPS edit-vs-source", "LPIPS consecutive"):
             assert row[metric] == "n/a (no weights)", (name, metric, row)
