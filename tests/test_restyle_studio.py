@@ -275,3 +275,16 @@ def test_an_edit_the_preflight_says_cannot_fit_is_refused_with_its_estimate(stud
     assert r.status_code == 400 and r.json()["detail"] == \
         "this restyle job does not fit in memory here: latents 8x8, 1 window, 2 iterations, ~3072 GiB peak of 16 GiB"
     assert seen == [(4, 64, 64, 2)] and jobs(client) == before
+
+
+def test_a_model_that_cannot_load_fails_the_job_in_words_and_the_next_one_tries_again(studio, monkeypatch):
+    client, runner, done = studio
+    engine = runner.backend.restyle
+    monkeypatch.setattr(engine, "model", None)
+    monkeypatch.setattr(engine, "model_spec", "/nonexistent/t2v-folder")
+    failed = wait(client, restyle(client, done["id"], target_prompt="a cat", steps="1").json()["id"])
+    assert failed["state"] == "failed" and "ModelLoadError" in failed["error"] and "/nonexistent/t2v-folder" in \
+        failed["error"] and "\n" not in failed["error"]
+    monkeypatch.setattr(engine, "model_spec", "tiny-t2v")  # fixed: the next restyle job loads it and runs
+    ok = wait(client, restyle(client, done["id"], target_prompt="a cat", steps="1").json()["id"])
+    assert ok["state"] == "done", ok["error"]
