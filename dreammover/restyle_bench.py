@@ -165,17 +165,15 @@ def run_restyle_bench(s: RestyleBenchSettings, frames: list[np.ndarray], mask, m
     """Every variant on `frames` with the loaded `model`; scorers from the settings' weights."""
     import torch
 
-    from . import restyle as lib
-    from .restyle import RestyleConfig, restyle
+    from .restyle import RestyleConfig, restyle, restyle_preflight
 
     clip, lpips, tracker = load_scorers(s)
     device = torch.device(model.device) if not isinstance(model.device, torch.device) else model.device
     out = RestyleBenchResult()
-    preflight = getattr(lib, "restyle_preflight", None)  # the library's estimate, where this build has it
-    if preflight is not None:
-        plan = preflight(model, len(frames), frames[0].shape[0], frames[0].shape[1],
-                         RestyleConfig(steps=s.steps, seed=s.seed))
-        out.notes.append(f"preflight: {plan.summary()}")
+    plan = restyle_preflight(model, len(frames), frames[0].shape[0], frames[0].shape[1],
+                             RestyleConfig(steps=s.steps, seed=s.seed))
+    log(f"preflight: {plan.summary()}")
+    out.notes.append(f"preflight: {plan.summary()}")
     for name, changes in VARIANTS.items():
         if name == "no mask" and mask is None:
             out.rows[name] = {"s/iter": "= full (no box or mask given)"}

@@ -70,12 +70,15 @@ class RestyleJobs:
 
     def check_fits(self, n_frames: int, hw: tuple[int, int], steps: int) -> None:
         """Once the model is loaded: a 400 with the library's preflight when the edit cannot fit in memory."""
-        import dreammover.restyle as lib
-
-        preflight = getattr(lib, "restyle_preflight", None)  # the library's estimate, where this build has it
-        if self.model is None or preflight is None:  # not loaded yet: loading here would block a request
+        if self.model is None:  # not loaded yet: loading it here would block the request for minutes
             return
-        plan = preflight(self.model, n_frames, hw[0], hw[1], lib.RestyleConfig(steps=steps))
+        from dreammover.restyle import RestyleConfig, restyle_preflight
+
+        from .settings import _total_memory
+
+        plan = restyle_preflight(self.model, n_frames, hw[0], hw[1], RestyleConfig(steps=steps))
+        # as for DreamMover jobs: a queued job runs later, so judge it by the device's whole memory
+        plan.available_bytes = _total_memory(plan.available_bytes, self.model)
         if not plan.fits:
             raise HTTPException(400, f"this restyle job does not fit in memory here: {plan.summary()}")
 
