@@ -39,6 +39,18 @@ def build(dm_or_backend, home: Path, config=None, limits=None, svd_model: str | 
     return create_app(store, runner, config, limits, auth, allowed_hosts), runner
 
 
+def restyle_model_for(given: str | None, model: str, deployment: str | None) -> str | None:
+    """The Restyle action's model: as --model is chosen (tiny -> tiny-t2v, else Zeroscope); None = off ('none',
+    or a studio on a Prefect deployment, which runs no model in-process)."""
+    if deployment or (given or "").lower() == "none":
+        return None
+    if given:
+        return given
+    from dreammover.restyle import DEFAULT_T2V
+
+    return "tiny-t2v" if model == "tiny" else DEFAULT_T2V
+
+
 def _home(home: Optional[Path]) -> Path:
     from dreammover.models import default_cache_dir
 
@@ -75,8 +87,8 @@ def serve(
                                          "unfinished after this long fails the job"),
     restyle_model: Optional[str] = typer.Option(None, "--restyle-model", help="text-to-video model of the Restyle "
                                                 "action ('tiny-t2v', 't2v-random', an id or a folder; 'none': "
-                                                "off), loaded on the first restyle job [default: tiny-t2v with "
-                                                "--model tiny, else cerspense/zeroscope_v2_576w]"),
+                                                "off), loaded on the first restyle job (default: tiny-t2v with "
+                                                "--model tiny, else cerspense/zeroscope_v2_576w)"),
     restyle_steps: int = typer.Option(200, "--restyle-steps", min=1, help="most iterations a restyle job may "
                                       "ask for (the page's default)"),
 ) -> None:
@@ -124,12 +136,8 @@ def serve(
     limits = StudioLimits(upload_bytes=int(max_upload_mb * 1024 * 1024), frames=max_frames, size=max_size,
                           restyle_steps=restyle_steps)
     hosts = list(allowed_host or default_hosts(host))
-    if restyle_model is None and not deployment:  # as --model: the tiny one for plumbing, else the hub's
-        from dreammover.restyle import DEFAULT_T2V
-
-        restyle_model = "tiny-t2v" if model == "tiny" else DEFAULT_T2V
-    restyle_model = None if (restyle_model or "").lower() == "none" or deployment else restyle_model
-    web, runner = build(engine, home, config, limits, svd_model, auth, hosts, restyle_model)
+    web, runner = build(engine, home, config, limits, svd_model, auth, hosts,
+                        restyle_model_for(restyle_model, model, deployment))
     if no_auth:
         typer.secho("authentication is OFF (--no-auth): anyone on this machine can use the studio", err=True,
                     fg=typer.colors.YELLOW)

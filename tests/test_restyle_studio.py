@@ -278,3 +278,14 @@ def test_a_model_that_cannot_load_fails_the_job_in_words_and_the_next_one_tries_
     monkeypatch.setattr(engine, "model_spec", "tiny-t2v")  # fixed: the next restyle job loads it and runs
     ok = wait(client, restyle(client, done["id"], target_prompt="a cat", steps="1").json()["id"])
     assert ok["state"] == "done", ok["error"]
+
+
+def test_the_restyle_model_is_chosen_as_the_model_is():
+    from dreammover.restyle import DEFAULT_T2V
+    from dreammover_studio.cli import restyle_model_for
+
+    assert restyle_model_for(None, "tiny", None) == "tiny-t2v"
+    assert restyle_model_for(None, "stable-diffusion-v1-5/stable-diffusion-v1-5", None) == DEFAULT_T2V
+    assert restyle_model_for("t2v-random", "tiny", None) == "t2v-random"
+    assert restyle_model_for("None", "tiny", None) is None
+    assert restyle_model_for("tiny-t2v", "tiny", "interpolate-pair/gpu") is None  # Prefect: no in-process model
