@@ -62,6 +62,7 @@ def create_app(store, runner, default_config: InterpolationConfig | None = None,
             return signin.signin_page()
         values = {"__PRESETS__": {k: v.model_dump() for k, v in PRESETS.items()}, "__LIMITS__": limits.model_dump(),
                   "__DEFAULTS__": defaults.base, "__SVD__": svd_ready,
+                  "__RESTYLE__": getattr(runner.backend, "restyle", None) is not None,
                   "__USER__": {"name": principal.name, "admin": principal.admin, "auth": auth.enabled}}
         html = PAGE
         for key, value in values.items():  # JSON in a <script>: '</' must not end it early

@@ -12,15 +12,17 @@ import typer
 
 
 def build(dm_or_backend, home: Path, config=None, limits=None, svd_model: str | None = None, auth=None,
-          allowed_hosts: list[str] | None = None):
+          allowed_hosts: list[str] | None = None, restyle_model: str | None = None):
     """(app, runner) over a DreamMover (in-process jobs) or a ready backend (e.g. PrefectBackend).
 
     `svd_model` (in-process only) enables backend=svd jobs; it is loaded on the first one, on the DreamMover's
-    device. `auth` (studio.auth.Auth) None: the users of `home`; `allowed_hosts` None: loopback names.
+    device. `restyle_model` (in-process only) enables the Restyle action on finished jobs, loaded on the first
+    restyle job. `auth` (studio.auth.Auth) None: the users of `home`; `allowed_hosts` None: loopback names.
     """
     from .app import create_app
     from .limits import StudioLimits
     from .local_backend import LocalBackend
+    from .restyle_jobs import RestyleJobs
     from .runner import Runner
     from .store import JobStore
     from .svd_jobs import SVDJobs
@@ -29,11 +31,24 @@ def build(dm_or_backend, home: Path, config=None, limits=None, svd_model: str | 
         backend = dm_or_backend
     else:
         dm = dm_or_backend
-        backend = LocalBackend(dm, svd=SVDJobs(svd_model, dm.device, dm.dtype) if svd_model else None)
+        backend = LocalBackend(dm, svd=SVDJobs(svd_model, dm.device, dm.dtype) if svd_model else None,
+                               restyle=RestyleJobs(restyle_model, dm.device, dm.dtype) if restyle_model else None)
     store = JobStore(home)
     limits = limits or StudioLimits()
     runner = Runner(store, backend, limits=limits).start()
     return create_app(store, runner, config, limits, auth, allowed_hosts), runner
+
+
+def restyle_model_for(given: str | None, model: str, deployment: str | None) -> str | None:
+    """The Restyle action's model: as --model is chosen (tiny -> tiny-t2v, else Zeroscope); None = off ('none',
+    or a studio on a Prefect deployment, which runs no model in-process)."""
+    if deployment or (given or "").lower() == "none":
+        return None
+    if given:
+        return given
+    from dreammover.restyle import DEFAULT_T2V
+
+    return "tiny-t2v" if model == "tiny" else DEFAULT_T2V
 
 
 def _home(home: Optional[Path]) -> Path:
@@ -70,6 +85,12 @@ def serve(
     no_auth: bool = typer.Option(False, "--no-auth", help="no sign-in (only with a loopback --host)"),
     deadline_hours: float = typer.Option(6.0, "--deadline-hours", help="with --deployment: a flow run still "
                                          "unfinished after this long fails the job"),
+    restyle_model: Optional[str] = typer.Option(None, "--restyle-model", help="text-to-video model of the Restyle "
+                                                "action ('tiny-t2v', 't2v-random', an id or a folder; 'none': "
+                                                "off), loaded on the first restyle job (default: tiny-t2v with "
+                                                "--model tiny, else cerspense/zeroscope_v2_576w)"),
+    restyle_steps: int = typer.Option(200, "--restyle-steps", min=1, help="most iterations a restyle job may "
+                                      "ask for (the page's default)"),
 ) -> None:
     """Serve the studio (sign-in required: see add-user, or set DREAMMOVER_STUDIO_TOKEN)."""
     ctx.obj = {"home": home}
@@ -112,9 +133,11 @@ def serve(
             engine = DreamMover.from_pretrained(model, device=device, dtype=dtype)
         except ModelLoadError as err:
             fail(str(err))
-    limits = StudioLimits(upload_bytes=int(max_upload_mb * 1024 * 1024), frames=max_frames, size=max_size)
+    limits = StudioLimits(upload_bytes=int(max_upload_mb * 1024 * 1024), frames=max_frames, size=max_size,
+                          restyle_steps=restyle_steps)
     hosts = list(allowed_host or default_hosts(host))
-    web, runner = build(engine, home, config, limits, svd_model, auth, hosts)
+    web, runner = build(engine, home, config, limits, svd_model, auth, hosts,
+                        restyle_model_for(restyle_model, model, deployment))
     if no_auth:
         typer.secho("authentication is OFF (--no-auth): anyone on this machine can use the studio", err=True,
                     fg=typer.colors.YELLOW)

@@ -34,6 +34,7 @@ class StudioLimits(BaseModel):
     retime: tuple[str, ...] = ("repeat", "blend")
     unet_passes: int = Field(40_000, ge=1, description="UNet image-evaluations of one DreamMover job")
     svd_clip_evals: int = Field(2_000, ge=1, description="SVD clip evaluations of one svd job")
+    restyle_steps: int = Field(200, ge=1, description="iterations of one restyle job (the paper's 200)")
     job_seconds: float = Field(4 * 3600.0, gt=0, description="estimated time of one job, when a speed is known")
     formats: tuple[str, ...] = ("mp4", "webm", "gif")
     gif_side: int = Field(480, ge=16, description="long side of a GIF (a GIF is a preview, not a master)")

@@ -16,6 +16,7 @@ from dreammover.config import INVERSION_FIELDS, InterpolationConfig
 from dreammover.events import Event
 from dreammover.state import FittedPair
 
+from .restyle_jobs import RestyleJobs, RestyleSettings
 from .svd_jobs import SVDJobs, SVDKeyframeConfig
 
 Report = Callable[[Event], None]
@@ -34,11 +35,12 @@ def stage_weights(config: InterpolationConfig, reuse_pair: bool) -> dict[str, fl
 class LocalBackend:
     """Runs jobs in this process on one loaded DreamMover; keeps the last few pairs' LoRA + PairState.
 
-    With `svd` (an SVDJobs), jobs whose settings say backend=svd run on the SVD keyframe backend instead.
+    With `svd` (an SVDJobs), jobs whose settings say backend=svd run on the SVD keyframe backend instead;
+    with `restyle` (a RestyleJobs), restyle jobs run on the text-to-video model (studio.restyle_jobs).
     """
 
-    def __init__(self, dm, keep_pairs: int = 2, svd: SVDJobs | None = None):
-        self.dm, self.keep, self.svd = dm, keep_pairs, svd
+    def __init__(self, dm, keep_pairs: int = 2, svd: SVDJobs | None = None, restyle: RestyleJobs | None = None):
+        self.dm, self.keep, self.svd, self.restyle = dm, keep_pairs, svd, restyle
         self.pairs: OrderedDict[str, FittedPair] = OrderedDict()
         self.unet_calls = 0  # every UNet forward of this backend (tests check re-renders add none)
         self._hook = dm.components.unet.register_forward_hook(
@@ -63,6 +65,10 @@ class LocalBackend:
         """Steps 0-12 on the library's render path (as `interpolate`), the fitted pair (steps 1-5) cached."""
         from dreammover.profiling import StageProfile
 
+        if isinstance(config, RestyleSettings):
+            if self.restyle is None:
+                raise RuntimeError("this studio has no restyle model: start it with --restyle-model")
+            return self.restyle.run(folder, config, report)
         if isinstance(config, SVDKeyframeConfig):
             if self.svd is None:
                 raise RuntimeError("this studio has no SVD model: start it with --svd-model")

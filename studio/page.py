@@ -38,6 +38,7 @@ ul{list-style:none;padding:0;margin:0}li.hist{display:grid;grid-template-columns
  padding:.5em 0;border-top:1px solid var(--line)}li.hist img{width:56px;height:56px;object-fit:cover;border-radius:4px}
 .meta{font-size:.85em;color:var(--mute)}.state-failed{color:var(--bad)}
 .acts{display:flex;flex-wrap:wrap;align-items:center;gap:.3em}.hidden{display:none}
+<!--restyle-css-->
 @media (max-width:760px){main{grid-template-columns:minmax(0,1fr);padding:.5em}}
 </style></head>
 <body><header><h1>dreammover studio</h1><span class="meta" id="user"></span>
@@ -78,15 +79,16 @@ ul{list-style:none;padding:0;margin:0}li.hist{display:grid;grid-template-columns
   <p><button id="cancel">Cancel</button></p>
   <img id="preview" class="hidden" alt="preview of the middle frame">
  </div>
- <div id="result" class="hidden">
+ <div id="result" class="hidden"><!--restyle-orig-->
   <video id="clip" loop autoplay muted playsinline controls></video><img id="gifclip" class="hidden" alt="the clip">
-  <p class="dl" id="downloads"></p>
+  <p class="dl" id="downloads"></p><!--restyle-form-->
  </div>
 </section>
 <section id="past" style="grid-column:1/-1"><h2>History</h2><ul id="history"></ul></section>
 </main>
 <script>
 const PRESETS = __PRESETS__, LIMITS = __LIMITS__, DEFAULTS = __DEFAULTS__, SVD = __SVD__, USER = __USER__;
+//restyle-js
 const STAGES = ['lora', 'inversion', 'flow', 'denoise', 'decode', 'encoding'];
 const SVD_STAGES = ['encode', 'denoise', 'decode', 'encoding'];
 const FINAL = ['done', 'failed', 'cancelled'];
@@ -180,7 +182,8 @@ function show(job) {
   $('bar').value = job.progress || 0; $('pct').textContent = `${Math.round(100 * (job.progress || 0))}%`;
   $('stage').textContent = job.state === 'queued' ? `queued (position ${job.position || '?'})` : job.stage;
   $('eta').textContent = job.eta != null && running ? `about ${fmtTime(job.eta)} left` : '';
-  const stages = job.settings && job.settings.backend === 'svd' ? SVD_STAGES : STAGES, k = stages.indexOf(job.stage);
+  const kind = job.settings && job.settings.backend, k0 = {svd: SVD_STAGES, restyle: RESTYLE_STAGES}[kind] || STAGES;
+  const stages = k0, k = stages.indexOf(job.stage);
   $('stages').innerHTML = stages.map((s, i) => `<span class="${i === k ? 'now' : i < k ? 'past' : ''}">${esc(s)}</span>`).join('');
   $('warnings').innerHTML = (job.warnings || []).map(w => `<li>Warning: ${esc(w)}</li>`).join('');
   if (running && job.previews && job.previews !== shown) {  // a new preview was written
@@ -200,6 +203,7 @@ function show(job) {
     $('downloads').innerHTML = 'Download: ' + Object.keys(out).map(f =>
       `<a id="dl-${esc(f)}" href="${u}?format=${esc(f)}" download>${esc(f.toUpperCase())}${out[f].bytes ? ' (' + mb(out[f].bytes) + ')' : ''}</a>`).join('') +
       `<a id="dl-frames" href="/jobs/${job.id}/frames" download>PNG frames</a>`;
+    restyleShow(job);
   }
 }
 function follow(id, scroll) {
@@ -231,13 +235,13 @@ function row(j) {
   const opts = Object.keys(PRESETS).map(n => `<option value="${esc(n)}">${esc(n)}</option>`).join('');
   const verb = j.state === 'done' ? 'show' : FINAL.includes(j.state) ? 'details' : 'follow';
   return `<img src="${img}" alt=""><div>
-    <b>${esc(p.name)}</b>${s.backend === 'svd' ? ' (svd)' : ''} <span class="state-${esc(j.state)}">${esc(j.state)}</span>
+    <b>${esc(p.name)}</b>${s.backend === 'svd' ? ' (svd)' : s.backend === 'restyle' ? ' (restyled)' : ''} <span class="state-${esc(j.state)}">${esc(j.state)}</span>
     ${USER.admin && j.owner ? `<span class="meta">by ${esc(j.owner)}</span>` : ''}
-    <div class="meta">${names ? esc(names) + ' &middot; ' : ''}N=${esc(s.num_frames)}, ${esc(s.size)} px, seed ${esc(s.seed)}${s.prompt ? ', &quot;' + esc(s.prompt) + '&quot;' : ''}
+    <div class="meta">${names ? esc(names) + ' &middot; ' : ''}${s.backend === 'restyle' ? restyleInfo(s) : `N=${esc(s.num_frames)}, ${esc(s.size)} px, seed ${esc(s.seed)}${s.prompt ? ', &quot;' + esc(s.prompt) + '&quot;' : ''}`}
      &middot; ${esc(new Date(j.created * 1000).toLocaleString())}${j.duration != null ? ' &middot; took ' + esc(fmtTime(j.duration)) : ''}
      ${j.error ? '&middot; ' + esc(j.error) : ''}</div>
     <div class="acts"><a href="#" class="open act">${verb}</a>
-    ${j.state === 'done' ? `&middot; render again with <select class="again-preset" aria-label="preset">${opts}</select>
+    ${j.state === 'done' && s.backend !== 'restyle' ? `&middot; render again with <select class="again-preset" aria-label="preset">${opts}</select>
      <button class="again">Go</button>` : ''}</div></div>`;
 }
 async function refresh() {
@@ -271,6 +275,11 @@ async function refresh() {
   keep.forEach(li => li.remove());
   if (!jobs.length && !list.children.length) list.innerHTML = '<li class="meta none">no clips yet</li>';
 }
-refresh(); setInterval(refresh, 5000);
+restyleWire(); refresh(); setInterval(refresh, 5000);
 </script></body></html>
 """
+
+from .restyle_page import RESTYLE_CSS, RESTYLE_FORM, RESTYLE_JS, RESTYLE_ORIG  # noqa: E402
+
+PAGE = (PAGE.replace("<!--restyle-css-->", RESTYLE_CSS).replace("<!--restyle-orig-->", RESTYLE_ORIG)
+        .replace("<!--restyle-form-->", RESTYLE_FORM).replace("//restyle-js", RESTYLE_JS))

@@ -24,6 +24,7 @@ from dreammover.presets import SUFFIX
 from . import settings as S
 from .auth import Principal
 from .limits import StudioLimits
+from .restyle_jobs import add_routes as add_restyle_routes, is_restyle
 from .store import FINAL
 from .uploads import check_image, save_inputs, stored_images
 
@@ -123,6 +124,8 @@ def router(ctx: Context) -> APIRouter:
         """Render a job's photos again with another preset/settings; same settings: re-encode only (no UNet)."""
         principal = who(request)
         src = job_or_404(job_id, principal)
+        if is_restyle(src["settings"]):
+            raise HTTPException(400, "a restyled clip cannot be rendered again: restyle its source job again")
         form = S.Form(preset, settings, frames, size, prompt, seed, backend, formats)
         folder = store.folder(job_id)
         prepared = prepare(principal, form, src["settings"], stored_images(folder))  # unset: the source's
@@ -217,6 +220,7 @@ def router(ctx: Context) -> APIRouter:
             raise HTTPException(409, f"job {job_id} is already {job['state']}")
         return public(store.get(job_id))
 
+    add_restyle_routes(api, ctx, job_or_404, public, who)
     return api
 
 

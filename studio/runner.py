@@ -22,6 +22,7 @@ from dreammover.presets import SUFFIX, ClipPreset
 from .encoding import FrameFolder, Output, encode
 from .limits import StudioLimits
 from .local_backend import stage_weights
+from .restyle_jobs import RestyleSettings, is_restyle, restyle_stage_weights, source_frames
 from .svd_jobs import SVDKeyframeConfig, job_config, svd_stage_weights
 
 
@@ -104,17 +105,19 @@ class Runner:
     def _run(self, job_id: str) -> None:
         store, folder = self.store, self.store.folder(job_id)
         job = store.get(job_id)
-        config = job_config(job["settings"])
+        restyle = is_restyle(job["settings"])  # a restyle job: its parent's frames, edited (studio.restyle_jobs)
+        config = RestyleSettings.of(job["settings"]) if restyle else job_config(job["settings"])
         preset = ClipPreset(**job["preset"])
         outputs = job.get("outputs") or {preset.format: {}}
         source = store.get(job["source"]) if job["source"] else None
         reencode = bool(source and source["settings"] == job["settings"]
                         and (store.folder(source["id"]) / "frames").is_dir())
-        reuse = reencode or getattr(self.backend, "reuses_pair", lambda *a: False)(folder, config)
-        n = config.num_frames + 2
+        reuse = reencode or (not restyle and getattr(self.backend, "reuses_pair", lambda *a: False)(folder, config))
+        n = len(source_frames(folder)) if restyle else config.num_frames + 2
         encoded = sum(len(Output(f, n, preset, (64, 64), self.limits.gif_side, self.limits.gif_fps).plan)
                       for f in outputs)
-        weights = ({"encoding": 1.0} if reencode else svd_stage_weights(config)
+        weights = ({"encoding": 1.0} if reencode else restyle_stage_weights(config) if restyle
+                   else svd_stage_weights(config)
                    if isinstance(config, SVDKeyframeConfig) else stage_weights(config, reuse))
         weights["encoding"] = max(weights["encoding"], 0.02 * encoded)  # streamed: costs per output frame
         order = list(weights)

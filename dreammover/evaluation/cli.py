@@ -26,8 +26,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("bench")
     def bench(
-        pairs_dir: Path = typer.Argument(..., help="folder of pair folders, each with 0.* and 1.*"),
-        output: Path = typer.Option(..., "-o", "--output", help="report folder (report.md, metrics, plots, clips)"),
+        ctx: typer.Context,
+        pairs_dir: Optional[Path] = typer.Argument(None, help="folder of pair folders, each with 0.* and 1.* "
+                                                   "(not with --restyle)"),
+        output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                              help="report folder (report.md, metrics, plots, clips)"),
         methods: Optional[str] = typer.Option(
             None, "--methods", help="comma list of dreammover,crossfade,classic "
                                     "(default: all; none when --clips-dir is given)"),
@@ -63,8 +66,36 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1, mps (default: best available)"),
         dtype: Optional[str] = typer.Option(None, "--dtype", help="fp16 | bf16 | fp32 (default fp16 on CUDA)"),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no plan, progress or ETA lines"),
+        restyle: bool = typer.Option(False, "--restyle", help="bench DreamMotion restyling and its ablations instead "
+                                     "(docs/restyle.md); --model is then a text-to-video model (tiny-t2v, t2v-random, "
+                                     "an id or a folder), --frames/--size the generated clip's frames and width"),
+        steps: Optional[int] = typer.Option(None, "--steps", min=1, show_default=False,
+                                            help="--restyle: iterations  [default: 200; 20 for tiny-t2v]"),
+        clip: Optional[Path] = typer.Option(None, "--clip", help="--restyle: edit this clip (default: a generated "
+                                            "one with its own prompts and box)"),
+        source_prompt: Optional[str] = typer.Option(None, "--source-prompt", help="--restyle: what the clip shows"),
+        target_prompt: Optional[str] = typer.Option(None, "--target-prompt", help="--restyle: what it should show"),
+        box: Optional[str] = typer.Option(None, "--box", help="--restyle: x,y,w,h region to restyle"),
+        clip_model: Optional[Path] = typer.Option(None, "--clip-model", help="--restyle: local CLIP folder for text "
+                                                  "alignment and frame consistency (else n/a)"),
+        cotracker_weights: Optional[Path] = typer.Option(
+            None, "--cotracker-weights", help="--restyle: CoTracker checkpoint for the paper's motion fidelity "
+                                              "(else OpenCV only)"),
     ) -> None:
         """Benchmark DreamMover, its Table-3 ablations and weight-free baselines; write report.md with plots."""
+        if restyle:  # DreamMotion's bench (dreammover/restyle_bench.py); --model's default is then Zeroscope's
+            from click.core import ParameterSource
+
+            from ..restyle_bench import bench_command, settings_from_options
+
+            given = None if ctx.get_parameter_source("model") == ParameterSource.DEFAULT else model
+            return bench_command(settings_from_options(
+                pairs_dir, given, steps, clip, source_prompt, target_prompt, box, frames, size, seed, device, dtype,
+                clip_model, lpips_weights, lpips_lin, lpips_arch, cotracker_weights), output, quiet)
+        if pairs_dir is None or output is None:
+            from ..cli import fail
+
+            fail("give PAIRS_DIR and -o OUTPUT (or --restyle)")
         from ..cli import fail, load_config, say_warnings
         from ..config_io import given_fields
         from ..preflight import PreflightError, check_output_path

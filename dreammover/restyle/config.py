@@ -44,8 +44,8 @@ class RestyleConfig(BaseModel):
         return self
 
     def fingerprint(self) -> dict:
-        """Every field that changes the result (checkpointing and autocast change only speed/memory... except
-        autocast's precision, so it stays in)."""
+        """Every field that changes the result: all but `checkpointing` (same result, less memory; autocast
+        changes the precision, so it stays)."""
         data = self.model_dump(mode="json")
         data.pop("checkpointing")
         return data

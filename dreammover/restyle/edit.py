@@ -11,16 +11,19 @@ import torch
 
 from .attention import key_layers
 from .config import RestyleConfig
-from .errors import frame_shape
+from .errors import check_restyle_inputs, frame_shape
 from .masks import latent_mask
 from .method import (decode_clip, encode_clip, forward_noise, guided_eps, masked_dds_gradient, sgd_update,
                      ssm_gradient, to_tensor, to_uint8, unet_autocast)
-from .windows import fit_size, plan_windows, resize_frames
+from .windows import clip_windows, fit_size, resize_frames
 
 
 @dataclass
 class RestyleResult:
-    """The edited frames (input size and count), seconds per stage, per-iteration losses and peak memory."""
+    """The edited frames (input size and count), seconds per stage, per-iteration losses and peak memory.
+
+    `losses[i]` = {t, dds: ‖DDS gradient‖ (its surrogate loss has no meaningful value), ssm_s: L_S, ssm_t: L_T},
+    averaged over windows; `seconds` has encode, optimise, decode, total and per_iteration (per window-step)."""
 
     frames: list[np.ndarray]
     seconds: dict[str, float] = field(default_factory=dict)
@@ -72,6 +75,7 @@ def restyle(model, frames, source_prompt: str, target_prompt: str, mask: np.ndar
             progress: Callable[[int, int], None] | None = None) -> RestyleResult:
     """Edit `frames` from `source_prompt` to `target_prompt` (DreamMotion: masked V-DDS + S-SSM + T-SSM on z)."""
     t0 = time.perf_counter()
+    check_restyle_inputs(frames, source_prompt, target_prompt, mask, config)
     n, height, width = frame_shape(frames)
     frames = [np.ascontiguousarray(f, dtype=np.uint8) for f in frames]
     device = model.device
@@ -89,15 +93,17 @@ def restyle(model, frames, source_prompt: str, target_prompt: str, mask: np.ndar
         out = to_uint8(decode_clip(vae, z, model.vae_scale))
     out = resize_frames(out, height, width)
     t3 = time.perf_counter()
+    iterations = max(1, len(losses) * len(clip_windows(n, config)))
     return RestyleResult(frames=out, losses=losses, peak_bytes=_peak_bytes(device),
-                         seconds=dict(encode=t1 - t0, optimise=t2 - t1, decode=t3 - t2, total=t3 - t0))
+                         seconds=dict(encode=t1 - t0, optimise=t2 - t1, decode=t3 - t2, total=t3 - t0,
+                                      per_iteration=(t2 - t1) / iterations))
 
 
 def optimise(model, z_src: torch.Tensor, source_prompt: str, target_prompt: str, mask: torch.Tensor | None,
-             config: RestyleConfig, progress=None) -> tuple[torch.Tensor, list[dict]]:
-    """`steps` SGD iterations on z (starting at ẑ); each averages the windows' gradients where they overlap."""
+             config: RestyleConfig, progress=None, start: torch.Tensor | None = None) -> tuple[torch.Tensor, list[dict]]:
+    """`steps` SGD iterations on z (from `start`, default ẑ); each averages the windows' gradients where they overlap."""
     n = z_src.shape[2]
-    windows = plan_windows(n, config.window, config.overlap) if config.windowing else [(0, n)]
+    windows = clip_windows(n, config)
     cover = torch.zeros(n, device=z_src.device)
     for a, b in windows:
         cover[a:b] += 1
@@ -109,7 +115,7 @@ def optimise(model, z_src: torch.Tensor, source_prompt: str, target_prompt: str,
     autocast = lambda: unet_autocast(model.device, model.dtype, config.autocast)  # noqa: E731
     gen = torch.Generator().manual_seed(config.seed)  # CPU generator: the same t and ε on every device
     alphas = model.alphas_cumprod.to(z_src.device)
-    z, losses, done, total = z_src.clone(), [], 0, config.steps * len(windows)
+    z, losses, done, total = (z_src if start is None else start).clone(), [], 0, config.steps * len(windows)
     for _ in range(config.steps):
         t = int(torch.randint(config.t_min, config.t_max, (1,), generator=gen))
         eps = torch.randn(z.shape, generator=gen).to(z.device)  # one ε for the clip: overlaps see the same noise

@@ -14,7 +14,7 @@ import torch
 from ..preflight import GiB, available_memory
 from .attention import capture_keys, key_layers, run_to_keys
 from .config import RestyleConfig
-from .windows import fit_size, plan_windows
+from .windows import clip_windows, fit_size
 
 # What the no-grad passes and the VAE add on top of the SSM backward (measured: the batch-4 DDS call's
 # transient peak is below the saved activations of the batch-2 SSM call; a factor covers allocator slack).
@@ -48,6 +48,8 @@ class RestylePlan:
         if self.available_bytes is not None:
             mem += f" of {self.available_bytes / GiB:.1f} GiB available"
         longest = max(b - a for a, b in self.windows)
+        if not self.fits:
+            mem += " - does not fit: turn on checkpointing, or use a smaller window or max_pixels"
         return (f"restyle {self.n_frames} frames at {w}x{h} (latent {lw}x{lh}), {len(self.windows)} window(s) of "
                 f"<= {longest} frames, {self.iterations} iterations, {mem}")
 
@@ -98,7 +100,7 @@ def restyle_preflight(model, n_frames: int, height: int, width: int,
     """The plan of an edit of n_frames at height×width on `model`: sizes, windows, iterations, memory estimate."""
     fh, fw = fit_size(height, width, model.size_multiple, config.max_pixels)
     lh, lw = fh // model.vae_factor, fw // model.vae_factor
-    windows = plan_windows(n_frames, config.window, config.overlap) if config.windowing else [(0, n_frames)]
+    windows = clip_windows(n_frames, config)
     longest = max(b - a for a, b in windows)
     uses_ssm = (config.spatial_ssm and config.lambda_s) or (config.temporal_ssm and config.lambda_t)
     act = ssm_activation_bytes(model.unet.config, longest, lh, lw, model.dtype, config.ssm_blocks,

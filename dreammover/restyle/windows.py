@@ -17,6 +17,11 @@ def plan_windows(n_frames: int, window: int, overlap: int) -> list[tuple[int, in
     return [(s, s + window) for s in starts]
 
 
+def clip_windows(n_frames: int, config) -> list[tuple[int, int]]:
+    """The windows an edit with `config` uses (one window for the whole clip when windowing is off)."""
+    return plan_windows(n_frames, config.window, config.overlap) if config.windowing else [(0, n_frames)]
+
+
 def fit_size(height: int, width: int, multiple: int, max_pixels: int) -> tuple[int, int]:
     """(H, W) nearest to the input's with the same aspect, sides multiples of `multiple`, H·W <= max_pixels."""
     shrink = min(1.0, math.sqrt(max_pixels / (height * width)))
