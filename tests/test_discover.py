@@ -177,3 +177,14 @@ def test_write_manifest_is_read_by_run_archive_ingest(archive, tmp_path):
     assert [s.problem for s in specs] == [None] * len(archive.pairs)
     assert {(s.image0, s.image1) for s in specs} == {(str(archive.root / a), str(archive.root / b))
                                                       for a, b in archive.pairs}
+
+
+def test_png_capture_data_come_from_the_header_alone():
+    from discover_archive import exif_bytes
+    from dreammover.discover.photos import read_capture
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(buf, "PNG", exif=exif_bytes(T0, "A", "B"))
+    data = buf.getvalue()
+    photo = read_capture(data[:300], "x.png", len(data), 0.0, 10**8)  # no pixel data in these bytes
+    assert (photo.taken, photo.camera, photo.time_source) == (T0, "A B", "exif")

@@ -109,13 +109,25 @@ def open_image(fp, key: str, max_pixels: int):
     return im
 
 
+def header_exif(im):
+    """The EXIF of a lazily opened image without loading pixels (Pillow's PNG getexif decodes the whole image)."""
+    from PIL import Image
+
+    if im.format != "PNG":
+        return im.getexif()
+    exif = Image.Exif()
+    if "exif" in im.info:  # an eXIf chunk before the pixel data; one after it is not seen (file time is used)
+        exif.load(im.info["exif"])
+    return exif
+
+
 def read_capture(head: bytes, key: str, size: int, file_time: float, max_pixels: int) -> Photo:
     """A Photo from the first bytes of the file (EXIF lives in the header); PhotoProblem if unusable."""
     if size == 0:
         raise PhotoProblem("empty file (0 bytes)")
     im = open_image(io.BytesIO(head), key, max_pixels)
     with im:
-        exif = im.getexif()
+        exif = header_exif(im)
         taken = capture_time(exif)
         orientation = exif.get(ORIENTATION, 1)
         camera = camera_name(exif.get(MAKE), exif.get(MODEL))
