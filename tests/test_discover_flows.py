@@ -63,8 +63,21 @@ def test_s3_archive_with_state_and_contact_sheet(s3, tmp_path):
             s3.put_object(Bucket="inputs", Key=f"photos/{key}", Body=path.read_bytes())
     args = ["s3://inputs/photos", "-o", "s3://outputs/d/manifest.json", "--contact-sheet", "s3://outputs/d/sheet.jpg",
             "--state", "s3://outputs/d/state.json"]
-    result = _discover_cli(args)
+    gets = []  # (key, ranged?) of every GetObject the discovery makes
+
+    def record(params, **_):
+        if params.get("Bucket") == "inputs":
+            gets.append((params["Key"].removeprefix("photos/"), "Range" in params))
+
+    s3.meta.events.register("provide-client-params.s3.GetObject", record)
+    try:
+        result = _discover_cli(args)
+    finally:
+        s3.meta.events.unregister("provide-client-params.s3.GetObject", record)
     assert result.exit_code == 0, result.output
+    # Singles: one ranged GET (their header) and nothing more; burst photos are read whole for thumbnails.
+    assert [g for g in gets if g[0] == "DCIM/IMG_0400.JPG"] == [("DCIM/IMG_0400.JPG", True)]
+    assert ("nikon/DSC_0001.jpg", False) in gets
     manifest = json.loads(s3.get_object(Bucket="outputs", Key="d/manifest.json")["Body"].read())
     assert manifest["source"] == "s3://inputs/photos"
     assert {(p["image0"], p["image1"]) for p in manifest["pairs"]} == {p for p in arc.pairs if "scans/" not in p[0]}
