@@ -146,8 +146,9 @@ def test_incremental_run_reads_only_the_new_photo(archive, tmp_path, monkeypatch
     assert _pairs(again) == {(a, b) for a, b in zip(burst, burst[1:])}
     ids = [p["id"] for p in again.pairs]
     assert ids == [p["id"] for p in first.pairs if p["image0"] in burst] + ["20240501-101502-canon-eos-r5-3"]
-    # The state now knows the longer burst: a run after it reads nothing.
+    # The state now knows the longer burst: a run after it reads nothing; another burst gap reads everything.
     assert discover(str(root), known=again.state).photos == 0
+    assert discover(str(root), DiscoverConfig(burst_gap_s=5), known=again.state).photos == len(again.state.seen)
 
 
 def test_heic_with_and_without_pillow_heif(tmp_path, monkeypatch):

@@ -89,6 +89,8 @@ def test_s3_archive_with_state_and_contact_sheet(s3, tmp_path):
     again = _discover_cli(args)  # nothing new since the state was written
     assert again.exit_code == 0 and again.output.startswith("0 photo(s) read")
     assert json.loads(s3.get_object(Bucket="outputs", Key="d/manifest.json")["Body"].read())["pairs"] == []
+    other = _discover_cli(["s3://inputs/elsewhere", "-o", str(tmp_path / "m.json"), "--state", "s3://outputs/d/state.json"])
+    assert other.exit_code == 2 and "was written for s3://inputs/photos" in other.output
     missing = _discover_cli(["s3://no-such-bucket/x", "-o", str(tmp_path / "m.json")])
     assert missing.exit_code == 2 and "no-such-bucket" in missing.output
 
