@@ -41,7 +41,7 @@ from dreammover_tasks.ingest import PairSpec, list_pairs
 from dreammover_tasks.models import ModelSpec
 from dreammover_tasks.storage import StorageError, open_storage, retry_transient
 
-from . import archive_leases, archive_log
+from . import archive_discover, archive_leases, archive_log
 from .archive_plan import _is_current, _plan, _summary  # noqa: F401 - _plan is also tested from here
 from .deployment_runs import run_on_deployment
 from .pair import PAIR_TIMEOUT, AnyConfig, Backend, Refresh, backend_config, clip_preset, interpolate_pair
@@ -106,7 +106,8 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
                         dask: Optional[str] = None, refresh: Refresh = "none",
                         pair_deployment: Optional[str] = None, allow_empty: bool = False,
                         pair_timeout: float = PAIR_TIMEOUT, parallel_pairs: int = 0, backend: Backend = "dreammover",
-                        preset: Optional[str] = None):
+                        preset: Optional[str] = None, discover: bool = False,
+                        discover_config: Optional[dict] = None):
     """Run the pair flow for every pair of `source` (local folder or s3:// prefix); return the run report.
 
     Ends Completed (result: the report) when no pair failed; otherwise Failed, named Partial if
@@ -118,6 +119,9 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
     counts as failed (and its run is cancelled). allow_empty: an empty source is 'empty', not an error.
     backend: dreammover | svd (config then holds SVDKeyframeConfig fields), recorded in each fingerprint.
     preset: a clip preset name (reel, story, ...), built as the studio builds it; in each fingerprint.
+    discover: find the pairs in a folder of photos as people keep them (dreammover.discover, with
+    `discover_config` its DiscoverConfig fields), only those new since the state in the output
+    (flows/archive_discover.py); nothing new is an empty run, not an error.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unsupported clip format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -129,7 +133,13 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
     cache, out = cache or default_cache(), open_storage(output)
     # Once each, here only (the CLI leaves both to this flow): one probe write, one listing of the source.
     check_writable(out, run_id)
-    pairs = check_source(list_pairs(source, manifest), source, allow_empty)
+    if discover:  # only what is new since the state in the output (and what earlier runs left pending)
+        if manifest:
+            raise ValueError("discover finds the pairs itself: give either a manifest or discover, not both")
+        found = archive_discover.discover_new(source, output, discover_config)
+        pairs = found.pairs
+    else:
+        pairs = check_source(list_pairs(source, manifest), source, allow_empty)
 
     entries: dict[str, dict] = {}
     wanted: dict[str, str] = {}  # pair id -> the fingerprint of the clip these settings give
@@ -173,6 +183,8 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
                                          "reason": f"not finished: the archive run was {outcome}"})
         archive_leases.sweep(out, log)
         report = _report(entries, source, out, start, outcome)
+    if discover:  # after a finished run only: an interrupted one leaves the state as it was (CAS, DESIGN §9)
+        _quietly(archive_discover.save_state, out, found, entries, log)
     # One line, also for a Partial run (the engine's traceback of ArchiveIncomplete is filtered out).
     log.log(archive_log.level(report), "%s; report: %s", archive_log.one_line(report), report.get("report"))
     if report["status"] in ("ok", "empty"):
@@ -214,7 +226,7 @@ def _run_here(todo, params: dict, entries: dict, finished=None) -> None:
     for i, (pair, clip) in enumerate(todo, 1):
         get_run_logger().info("pair %d/%d: %s", i, len(todo), pair.id)
         state = interpolate_pair(pair.image0, pair.image1, clip, pair_id=pair.id, inputs=pair.inputs(),
-                                 return_state=True, **params)
+                                 keyframes=pair.keyframes, motions=pair.motions, return_state=True, **params)
         entries[pair.id] = _from_state(pair, state, clip)
         if finished is not None:
             finished(pair.id)
@@ -231,7 +243,7 @@ def pool_pair_flow(address: str, timeout: float):
 def run_pair_on_pool(pair: PairSpec, clip: str, params: dict, address: str, flow) -> dict:
     """One pair flow (`pool_pair_flow`) whose model tasks go to the Dask GPU pool (this thread only waits)."""
     state = flow(pair.image0, pair.image1, clip, pair_id=pair.id, dask=address, inputs=pair.inputs(),
-                 return_state=True, **params)
+                 keyframes=pair.keyframes, motions=pair.motions, return_state=True, **params)
     return _from_state(pair, state, clip)
 
 

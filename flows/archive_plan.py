@@ -13,7 +13,7 @@ import json
 from typing import Optional
 
 from dreammover.model_identity import weights_changed
-from dreammover_tasks.ingest import PairSpec, photo_inputs
+from dreammover_tasks.ingest import PairSpec, spec_inputs
 from dreammover_tasks.storage import StorageError, TransientStorageError, read_uri, retry_transient, uri_exists
 
 from .pair import fingerprint, summary_uri
@@ -71,7 +71,7 @@ def _probe(pair: PairSpec, out, clip: dict, present: set) -> tuple:
     try:
         uri = out.uri(f"{pair.id}.{clip['fmt']}")
         if pair.versions is None:  # a manifest's photos: not listed, so read once here
-            pair = pair.model_copy(update={"versions": photo_inputs(pair.image0, pair.image1)["versions"]})
+            pair = pair.model_copy(update={"versions": spec_inputs(pair)["versions"]})  # a chain: all its keyframes
         fp = fingerprint(pair.image0, pair.image1, clip["model"], clip["config"], clip["fps"], clip["fmt"],
                          clip["backend"], inputs=pair.inputs(), preset=clip.get("preset"))
         current = False

@@ -144,6 +144,12 @@ def run_archive(
     fps: float = FPS, device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
     config_file: Optional[Path] = CONFIG, cache: Optional[str] = CACHE, dask: Optional[str] = DASK,
     refresh: str = REFRESH, backend: str = BACKEND, preset: Optional[str] = PRESET,
+    discover: bool = typer.Option(False, "--discover", help="find the pairs in a folder of photos (bursts), only "
+                                  "those new since the last run: state in <output>/.dreammover/"),
+    gap: Optional[float] = typer.Option(None, "--gap", min=0.0, help="with --discover: seconds between the photos "
+                                        "of one burst [default: DiscoverConfig.burst_gap_s]"),
+    chain: bool = typer.Option(False, "--chain", help="with --discover: a burst of K photos is ONE clip through "
+                               "all of them (K-1 segments)"),
 ) -> None:
     """Interpolate every pair of an archive; exit 0 ok, 3 partial (some pairs failed), 4 all failed."""
     from dreammover.cli import fail
@@ -153,6 +159,7 @@ def run_archive(
     config, model = _backend_config(backend, model, config_file, frames, size, prompt, seed, frames_per_batch)
     if "://" not in source and not Path(source).is_dir():
         fail(f"{source}: no such folder", EXIT_BAD_INPUT)
+    discover_config = _discover_config(discover, manifest, gap, chain)
     from dreammover_flows.archive import EXIT_CODES, interpolate_archive
     from dreammover_tasks.encode import FORMATS
     from dreammover_tasks.models import ModelSpec
@@ -176,6 +183,7 @@ def run_archive(
         state = interpolate_archive(source, output, config=config, fps=fps, fmt=fmt, manifest=manifest,
                                     force=force, cache=cache, dask=dask, refresh=refresh, allow_empty=allow_empty,
                                     pair_deployment=deployment, backend=backend, preset=preset, return_state=True,
+                                    discover=discover, discover_config=discover_config,
                                     model=ModelSpec(model=model, vae=vae, device=device, dtype=dtype))
     # Partial and failed archives end in a Failed state whose exception carries the report.
     report = state.result(raise_on_failure=False)
@@ -191,6 +199,19 @@ def run_archive(
         typer.echo(f"  {entry['status']:<8} {entry['pair']}: {detail}")
     typer.echo(json.dumps({k: report[k] for k in ("status", "done", "skipped", "failed", "report")}))
     raise typer.Exit(EXIT_CODES[report["status"]])
+
+
+def _discover_config(discover: bool, manifest, gap, chain) -> Optional[dict]:
+    """The DiscoverConfig fields of `--discover [--gap S] [--chain]`; their misuse exits 2 before any work."""
+    from dreammover.cli import fail
+
+    if not discover:
+        if gap is not None or chain:
+            fail("--gap and --chain go with --discover", EXIT_BAD_INPUT)
+        return None
+    if manifest:
+        fail("--discover finds the pairs itself: give either --manifest or --discover", EXIT_BAD_INPUT)
+    return {**({"burst_gap_s": gap} if gap is not None else {}), **({"chain": True} if chain else {})}
 
 
 def register(app: typer.Typer) -> None:

@@ -36,7 +36,7 @@ def run_on_deployment(todo, params: dict, deployment: str, timeout: float, entri
         for pair, clip in todo:
             run = run_deployment(deployment, timeout=0, as_subflow=True, parameters=dict(
                 image0=pair.image0, image1=pair.image1, output=clip, pair_id=pair.id, inputs=pair.inputs(),
-                **params))  # inputs: the photos' versions from the listing, so the pair run does not read them
+                keyframes=pair.keyframes, motions=pair.motions, **params))  # inputs: the photos' versions from the listing, so the pair run does not read them
             started[run.id] = (pair, clip)
         _wait_all(started, timeout, entries, poll, finished or (lambda pair_id: None))
     except BaseException:

@@ -34,7 +34,7 @@ from dreammover_tasks.names import artifact_key
 from dreammover_tasks.models import ModelSpec
 from dreammover_tasks.prepare import prepare_images
 from dreammover_tasks.render import render_frames
-from dreammover_tasks.results import ChunkArtifact, FittedPairArtifacts, TaskRun
+from dreammover_tasks.results import ChunkArtifact, FittedPairArtifacts, FramesArtifact, TaskRun
 from dreammover_tasks.svd import load_svd_model, prepare_svd_images, render_svd_pair
 from dreammover_tasks.upload import summary_uri  # noqa: F401 - flows.pair.summary_uri is public API
 
@@ -125,7 +125,8 @@ def interpolate_pair(image0: str, image1: str, output: str = "out.mp4",
                      config: AnyConfig = InterpolationConfig(), model: ModelSpec = ModelSpec(),
                      fps: float = 10.0, cache: Optional[str] = None, dask: Optional[str] = None,
                      refresh: Refresh = "none", pair_id: Optional[str] = None, backend: Backend = "dreammover",
-                     spread: int = 0, preset: Optional[str] = None, inputs: Optional[dict] = None) -> dict:
+                     spread: int = 0, preset: Optional[str] = None, inputs: Optional[dict] = None,
+                     keyframes: Optional[list[str]] = None, motions: Optional[list[float]] = None) -> dict:
     """Two photos (local paths or s3:// URIs) -> one clip at `output` plus `<output stem>.json`.
 
     Parameters (also those of the `interpolate-pair/*` deployments, e.g. for the studio):
@@ -139,7 +140,9 @@ def interpolate_pair(image0: str, image1: str, output: str = "out.mp4",
     worker of the pool, 1 with no pool; the archive passes 1 when it has a pair for each GPU);
     preset: a clip preset name (reel, story, square-loop, ...): the clip is built as the studio builds
     it, at the preset's fps; inputs: the photos' versions as the archive's listing gave them (PairSpec.inputs()),
-    so they are not read again (None: read here). Returns the summary dict that is also written next to the clip.
+    so they are not read again (None: read here); keyframes: a chained burst's photos (more than two, image0/image1
+    their first/last): one clip of K-1 segments, each with its own LoRA, its frames split by `motions` (one per
+    segment; None: measured), see flows/chain.py. Returns the summary dict that is also written next to the clip.
     """
     recipe = clip_preset(preset, output)
     if dask and not _on_pool():
@@ -147,19 +150,20 @@ def interpolate_pair(image0: str, image1: str, output: str = "out.mp4",
         with gpu_pool(dask) as address:
             return render_pair.with_options(task_runner=pool_runner(address))(
                 image0, image1, output, config, model, fps, cache, address, refresh, pair_id, backend, spread, recipe,
-                inputs)
+                inputs, keyframes, motions)
     return _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend, spread,
-                   recipe, inputs)
+                   recipe, inputs, keyframes, motions)
 
 
 @flow(name="render-pair", timeout_seconds=PAIR_TIMEOUT)
 def render_pair(image0: str, image1: str, output: str, config: AnyConfig, model: ModelSpec, fps: float,
                 cache: Optional[str], dask: Optional[str], refresh: Refresh, pair_id: Optional[str],
                 backend: Backend = "dreammover", spread: int = 0, recipe: Optional[dict] = None,
-                inputs: Optional[dict] = None) -> dict:
+                inputs: Optional[dict] = None, keyframes: Optional[list[str]] = None,
+                motions: Optional[list[float]] = None) -> dict:
     """interpolate_pair's body with a Dask client of the GPU pool as its task runner."""
     return _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend, spread,
-                   recipe, inputs)
+                   recipe, inputs, keyframes, motions)
 
 
 def _pool_workers() -> int:
@@ -169,9 +173,29 @@ def _pool_workers() -> int:
     return max(1, len(FlowRunContext.get().task_runner.client.scheduler_info().get("workers", {})))
 
 
+def render_prepared(prepared, model: ModelSpec, config: InterpolationConfig, cache: str, refresh: Refresh,
+                    spread: int) -> tuple[FittedPairArtifacts, list[ChunkArtifact], FramesArtifact]:
+    """Steps 1-12 of a prepared pair on the pool: (fitted pair, δ chunks, decoded frames), content-keyed."""
+    if spread == 1:  # a GPU to itself: the whole pair in one pool task, not one per step
+        done = on_pool(render_frames, prepared=prepared, model=model, config=config, cache=cache,
+                       parts=plan_chunks(config, 1), refresh=refresh)
+        return done.pair, done.chunks, done.frames
+    pair = on_pool(fit_pair, prepared=prepared, model=model, config=config, cache=cache,
+                   recompute=refresh == "all")
+    rendered = map_chunks(pair, model, config, cache, refresh=refresh != "none", spread=spread)
+    frames = on_pool(decode_frames, chunks=rendered, prepared=prepared, model=model, config=config, cache=cache,
+                     recompute=refresh != "none")
+    return pair, rendered, frames
+
+
 def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend="dreammover",
-            spread=0, recipe=None, inputs=None) -> dict:
+            spread=0, recipe=None, inputs=None, keyframes=None, motions=None) -> dict:
     config = backend_config(backend, config)
+    if keyframes and len(keyframes) > 2:  # a chained burst: one clip through all its keyframes (flows/chain.py)
+        from .chain import render_chain_clip
+
+        return render_chain_clip(keyframes, output, config, model, fps, cache, dask, refresh, pair_id, backend,
+                                 spread or _pool_workers(), recipe, inputs, motions)
     if backend == "svd":
         return _render_svd(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, recipe, inputs)
     start = time.perf_counter()
@@ -180,17 +204,7 @@ def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pa
     inputs = photo_inputs(image0, image1, known=inputs)  # the archive's listing gave them: no HEAD
     clip_id = fingerprint(image0, image1, model, config, fps, fmt, inputs=inputs, preset=recipe)
     prepared = prepare_images(image0, image1, config, cache)
-    spread = spread or _pool_workers()
-    if spread == 1:  # a GPU to itself: the whole pair in one pool task, not one per step
-        done = on_pool(render_frames, prepared=prepared, model=model, config=config, cache=cache,
-                       parts=plan_chunks(config, 1), refresh=refresh)
-        pair, rendered, frames = done.pair, done.chunks, done.frames
-    else:
-        pair = on_pool(fit_pair, prepared=prepared, model=model, config=config, cache=cache,
-                       recompute=refresh == "all")
-        rendered = map_chunks(pair, model, config, cache, refresh=refresh != "none", spread=spread)
-        frames = on_pool(decode_frames, chunks=rendered, prepared=prepared, model=model, config=config, cache=cache,
-                         recompute=refresh != "none")
+    pair, rendered, frames = render_prepared(prepared, model, config, cache, refresh, spread or _pool_workers())
     loaded = pair.model
     # Reused artifacts carry no placement: count only this run's work.
     ran = [loaded.run, *[a.run for a in (pair.lora, pair.inversion, frames, *rendered) if a.run.computed]]

@@ -3,7 +3,8 @@
 Layout: `<source>/<pair-id>/0.<ext>` and `<source>/<pair-id>/1.<ext>` (pair ids may be nested
 paths, e.g. `2024/dog`; other files in a pair folder are ignored). Manifest: a JSON list (or
 {"pairs": [...]}) / YAML list / CSV with columns id,image0,image1; relative image paths are
-resolved against the source.
+resolved against the source. A JSON/YAML entry may instead name a chained burst,
+{"id", "keyframes": [...], "motions": [...]} (issue #18): one clip through all its keyframes.
 """
 from __future__ import annotations
 
@@ -40,12 +41,21 @@ class PairSpec(BaseModel):
     problem: Optional[str] = None
     versions: Optional[list[str]] = None
     sizes: Optional[list[int]] = None
+    # A chained burst (dreammover/chain.py): all its photos, first = image0 and last = image1; None for a pair.
+    keyframes: Optional[list[str]] = None
+    motions: Optional[list[float]] = None  # per segment, from a discover manifest; None: measured when rendered
 
     def inputs(self) -> Optional[dict]:
-        """The photos as photo_inputs gives them, from the listing (no request); None if not listed."""
+        """The photos as photo_inputs (keyframe_inputs) gives them, from the listing (no request); None if not listed."""
         if self.versions is None:
             return None
+        if self.keyframes:
+            return {"keyframes": list(self.keyframes), "versions": list(self.versions), "motions": self.motions}
         return {"image0": self.image0, "image1": self.image1, "versions": list(self.versions)}
+
+    def photos(self) -> list[str]:
+        """Every photo of the clip in order: the keyframes of a chain, else both photos of the pair."""
+        return list(self.keyframes) if self.keyframes else [self.image0, self.image1]
 
 
 def discover_pairs(source: str, manifest: str | None = None) -> list[PairSpec]:
@@ -92,6 +102,11 @@ def _from_manifest(store, manifest: str) -> list[PairSpec]:
         rows = rows.get("pairs", [])
     if not isinstance(rows, list):
         raise ValueError(f"{manifest}: expected a list of {{id, image0, image1}} entries")
+    return pairs_from_entries(store, rows)
+
+
+def pairs_from_entries(store, rows: list[dict]) -> list[PairSpec]:
+    """Manifest entries ({id, image0, image1} or {id, keyframes, motions}; paths relative to `store`) as PairSpecs."""
 
     def resolve(ref: str) -> str:
         ref = (ref or "").strip()
@@ -102,11 +117,30 @@ def _from_manifest(store, manifest: str) -> list[PairSpec]:
     pairs = []
     for i, row in enumerate(rows):
         pair_id = normalize_name(str(row.get("id") or f"pair-{i:04d}"))
+        if row.get("keyframes") is not None:
+            pairs.append(_chain_entry(i, pair_id, row, resolve))
+            continue
         spec = PairSpec(id=pair_id, image0=resolve(row.get("image0", "")), image1=resolve(row.get("image1", "")))
         missing = [s for s in ("image0", "image1") if not getattr(spec, s)]
         spec.problem = check_pair_id(pair_id) or (f"manifest entry {i} lacks {', '.join(missing)}" if missing else None)
         pairs.append(spec)
     return _flag_duplicates(pairs, "it appears more than once in the manifest")
+
+
+def _chain_entry(i: int, pair_id: str, row: dict, resolve) -> PairSpec:
+    """A manifest's {"id", "keyframes": [...], "motions": [...]}: two keyframes are a plain pair, more a chain."""
+    frames, motions = row.get("keyframes"), row.get("motions")
+    refs = [resolve(str(k)) for k in frames] if isinstance(frames, list) else []
+    problem = check_pair_id(pair_id)
+    if not problem and (len(refs) < 2 or not all(refs)):
+        problem = f"manifest entry {i}: keyframes must be a list of at least two photo paths"
+    if not problem and motions is not None and (not isinstance(motions, list) or len(motions) != len(refs) - 1
+                                                 or not all(isinstance(m, (int, float)) for m in motions)):
+        problem = f"manifest entry {i}: motions must be {max(0, len(refs) - 1)} numbers, one per segment"
+    chain = len(refs) > 2 and not problem
+    return PairSpec(id=pair_id, image0=refs[0] if refs else "", image1=refs[-1] if refs else "", problem=problem,
+                    keyframes=refs if chain else None,
+                    motions=[float(m) for m in motions] if chain and motions is not None else None)
 
 
 def _flag_duplicates(pairs: list[PairSpec], why: str) -> list[PairSpec]:
@@ -155,11 +189,33 @@ def photo_inputs(image0: str, image1: str, attempts: int = 6, known: Optional[di
     if known and known.get("image0") == image0 and known.get("image1") == image1 \
             and len(known.get("versions") or ()) == 2:
         return {"image0": image0, "image1": image1, "versions": list(known["versions"])}
+    return {"image0": image0, "image1": image1, "versions": _versions([image0, image1], attempts)}
+
+
+def keyframe_inputs(keyframes: list[str], motions: Optional[list[float]] = None, attempts: int = 6,
+                    known: Optional[dict] = None) -> dict:
+    """A chain's photos as its fingerprint sees them: every keyframe's URI and version (photo_inputs for K photos),
+    and the motions that split its frames when given (they change the clip)."""
+    if known and known.get("keyframes") == list(keyframes) and len(known.get("versions") or ()) == len(keyframes):
+        versions = list(known["versions"])
+    else:
+        versions = _versions(list(keyframes), attempts)
+    return {"keyframes": list(keyframes), "versions": versions, "motions": motions}
+
+
+def spec_inputs(spec: PairSpec) -> dict:
+    """The inputs of a pair or chain of the archive: from its listing when it has one, else read now."""
+    if spec.keyframes:
+        return keyframe_inputs(spec.keyframes, spec.motions, known=spec.inputs())
+    return photo_inputs(spec.image0, spec.image1, known=spec.inputs())
+
+
+def _versions(uris: list[str], attempts: int) -> list[str]:
     versions = []
-    for uri in (image0, image1):
+    for uri in uris:
         store, name = split_uri(uri)
         try:
             versions.append(retry_transient(store.version, name, attempts=attempts))
         except OSError as err:  # a local stat that failed for another reason than "missing"
             raise StorageError(f"cannot read {uri}: {err.strerror or err}") from err
-    return {"image0": image0, "image1": image1, "versions": versions}
+    return versions
