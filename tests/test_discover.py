@@ -106,8 +106,8 @@ def test_chain_makes_one_keyframes_entry_per_burst(archive):
     (entry,) = chained
     assert len(entry["scores"]) == len(entry["motions"]) == len(entry["keyframes"]) - 1
     assert len(set(entry["keyframes"])) == len(entry["keyframes"])
-    assert _pairs(type(result)(source="", pairs=[p for p in result.pairs if "image0" in p])) == \
-        archive.pairs - {(a, b) for a, b in zip(archive.bursts[0], archive.bursts[0][1:])}
+    singles = {(p["image0"], p["image1"]) for p in result.pairs if "image0" in p}  # bursts of two stay pairs
+    assert singles == archive.pairs - {(a, b) for a, b in zip(archive.bursts[0], archive.bursts[0][1:])}
 
 
 def test_thresholds_decide(archive):
@@ -146,8 +146,9 @@ def test_incremental_run_reads_only_the_new_photo(archive, tmp_path, monkeypatch
     assert _pairs(again) == {(a, b) for a, b in zip(burst, burst[1:])}
     ids = [p["id"] for p in again.pairs]
     assert ids == [p["id"] for p in first.pairs if p["image0"] in burst] + ["20240501-101502-canon-eos-r5-3"]
-    # The state now knows the longer burst: a run after it reads nothing.
+    # The state now knows the longer burst: a run after it reads nothing; another burst gap reads everything.
     assert discover(str(root), known=again.state).photos == 0
+    assert discover(str(root), DiscoverConfig(burst_gap_s=5), known=again.state).photos == len(again.state.seen)
 
 
 def test_heic_with_and_without_pillow_heif(tmp_path, monkeypatch):
@@ -177,3 +178,14 @@ def test_write_manifest_is_read_by_run_archive_ingest(archive, tmp_path):
     assert [s.problem for s in specs] == [None] * len(archive.pairs)
     assert {(s.image0, s.image1) for s in specs} == {(str(archive.root / a), str(archive.root / b))
                                                       for a, b in archive.pairs}
+
+
+def test_png_capture_data_come_from_the_header_alone():
+    from discover_archive import exif_bytes
+    from dreammover.discover.photos import read_capture
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(buf, "PNG", exif=exif_bytes(T0, "A", "B"))
+    data = buf.getvalue()
+    photo = read_capture(data[:300], "x.png", len(data), 0.0, 10**8)  # no pixel data in these bytes
+    assert (photo.taken, photo.camera, photo.time_source) == (T0, "A B", "exif")

@@ -63,8 +63,21 @@ def test_s3_archive_with_state_and_contact_sheet(s3, tmp_path):
             s3.put_object(Bucket="inputs", Key=f"photos/{key}", Body=path.read_bytes())
     args = ["s3://inputs/photos", "-o", "s3://outputs/d/manifest.json", "--contact-sheet", "s3://outputs/d/sheet.jpg",
             "--state", "s3://outputs/d/state.json"]
-    result = _discover_cli(args)
+    gets = []  # (key, ranged?) of every GetObject the discovery makes
+
+    def record(params, **_):
+        if params.get("Bucket") == "inputs":
+            gets.append((params["Key"].removeprefix("photos/"), "Range" in params))
+
+    s3.meta.events.register("provide-client-params.s3.GetObject", record)
+    try:
+        result = _discover_cli(args)
+    finally:
+        s3.meta.events.unregister("provide-client-params.s3.GetObject", record)
     assert result.exit_code == 0, result.output
+    # Singles: one ranged GET (their header) and nothing more; burst photos are read whole for thumbnails.
+    assert [g for g in gets if g[0] == "DCIM/IMG_0400.JPG"] == [("DCIM/IMG_0400.JPG", True)]
+    assert ("nikon/DSC_0001.jpg", False) in gets
     manifest = json.loads(s3.get_object(Bucket="outputs", Key="d/manifest.json")["Body"].read())
     assert manifest["source"] == "s3://inputs/photos"
     assert {(p["image0"], p["image1"]) for p in manifest["pairs"]} == {p for p in arc.pairs if "scans/" not in p[0]}
@@ -76,6 +89,8 @@ def test_s3_archive_with_state_and_contact_sheet(s3, tmp_path):
     again = _discover_cli(args)  # nothing new since the state was written
     assert again.exit_code == 0 and again.output.startswith("0 photo(s) read")
     assert json.loads(s3.get_object(Bucket="outputs", Key="d/manifest.json")["Body"].read())["pairs"] == []
+    other = _discover_cli(["s3://inputs/elsewhere", "-o", str(tmp_path / "m.json"), "--state", "s3://outputs/d/state.json"])
+    assert other.exit_code == 2 and "was written for s3://inputs/photos" in other.output
     missing = _discover_cli(["s3://no-such-bucket/x", "-o", str(tmp_path / "m.json")])
     assert missing.exit_code == 2 and "no-such-bucket" in missing.output
 
