@@ -96,6 +96,8 @@ def discover_command(
         known = load_state(state) if state else None
     except Exception as err:  # unreadable or not a state: say so, never start over silently
         fail(f"--state {state}: cannot be read as a discovery state ({str(err).splitlines()[0]})")
+    if known is not None and known.source and known.source != open_storage_uri(source):
+        fail(f"--state {state} was written for {known.source}, not {open_storage_uri(source)}: use a state per archive")
     from tqdm import tqdm
 
     with tqdm(desc="reading photos", unit="photo", disable=None) as bar:
@@ -107,7 +109,7 @@ def discover_command(
     write_manifest(result, output)
     skipped = sum(1 for n in result.photos_report if n["note"].startswith("skipped"))
     typer.echo(f"{result.photos} photo(s) read, {len(result.bursts)} burst(s), {len(result.pairs)} "
-               f"{'entrie(s)' if cfg.chain else 'pair(s)'}, {len(result.rejected)} candidate(s) rejected, "
+               f"manifest entr{'y' if len(result.pairs) == 1 else 'ies'}, {len(result.rejected)} candidate(s) rejected, "
                f"{skipped} file(s) skipped")
     typer.echo(f"manifest: {output}\nreport: {report_uri(output)}")
     if contact_sheet:
@@ -116,6 +118,13 @@ def discover_command(
     if state:
         save_state(result.state, state)
         typer.echo(f"state: {state}")
+
+
+def open_storage_uri(source: str) -> str:
+    """The source as discovery names it (the storage's URI), to compare with a state's."""
+    from dreammover_tasks.storage import open_storage
+
+    return open_storage(source).uri()
 
 
 def register(app: typer.Typer) -> None:

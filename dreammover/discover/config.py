@@ -15,7 +15,7 @@ class DiscoverConfig(BaseModel):
     ratio: float = Field(0.75, gt=0, lt=1, description="Lowe's ratio test: best / second-best descriptor distance")
     ransac_px: float = Field(0.01, gt=0, description="RANSAC reprojection threshold, fraction of the thumbnail diagonal")
     min_inliers: int = Field(20, ge=4, description="fewest homography inliers for the same scene")
-    min_inlier_ratio: float = Field(0.25, ge=0, le=1, description="fewest inliers per ratio-test match for the same scene")
+    min_inlier_ratio: float = Field(0.3, ge=0, le=1, description="fewest inliers per ratio-test match for the same scene")
     subject_share: float = Field(0.15, ge=0, le=1,
                                  description="share of good matches off the camera motion that counts as a moving subject")
     min_motion: float = Field(0.01, ge=0, description="least motion (fraction of the diagonal): below is a near-duplicate")

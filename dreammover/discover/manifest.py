@@ -51,8 +51,11 @@ def _row(source: PhotoSource, entry: dict, cfg: DiscoverConfig) -> np.ndarray:
     row = np.hstack(cells[:-1])
     scores = entry.get("scores") or [entry.get("score", 0.0)]
     text = f"{entry['id']}  score {' '.join(f'{s:.2f}' for s in scores)}"
-    for color, thick in (((0, 0, 0), 3), ((255, 255, 255), 1)):  # outlined: readable on any photo
-        cv2.putText(row, text, (6, SHEET_ROW_PX - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, thick, cv2.LINE_AA)
+    (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+    band = np.full((18, max(row.shape[1], tw + 8), 3), 255, np.uint8)  # a white band: readable on any photo
+    cv2.putText(band, text, (4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    row = np.pad(row, ((0, 0), (0, band.shape[1] - row.shape[1]), (0, 0)), constant_values=255)
+    row = np.vstack([row, band])
     return row
 
 

@@ -39,6 +39,8 @@ def discover(source: str, config: Optional[DiscoverConfig] = None, known: Option
     cfg = config or DiscoverConfig()
     src = PhotoSource(source, cfg.max_pixels, cfg.head_bytes)
     result = DiscoverResult(source=src.uri())
+    if known is not None and known.burst_gap_s != cfg.burst_gap_s:
+        known = None  # bursts were cut with another gap: read everything again (rendered pairs are still skipped)
     listing = src.listing()
     known_seen = known.seen if known else {}
     todo = [(k, i) for k, i in listing.items() if src.is_photo(k) and known_seen.get(k) != i.version]
