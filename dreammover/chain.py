@@ -72,8 +72,15 @@ def prepare_keyframes(images: Sequence, size: int = 512, policy: str = "cover") 
 
 def chain_configs(config: InterpolationConfig, motions: Sequence[float], minimum: int = 2,
                   total: int | None = None) -> list[InterpolationConfig]:
-    """Each segment's config: `config` with its share of the `total` in-between frames (config.num_frames) as num_frames."""
-    counts = split_frames(config.num_frames if total is None else total, motions, minimum)
+    """Each segment's config: `config` with its share of the `total` in-between frames (config.num_frames) as num_frames.
+
+    A budget too small for `minimum` per segment (a long burst at the default frame count) gives each segment
+    one in-between instead of failing; fewer frames than segments is refused (a segment needs one).
+    """
+    total = config.num_frames if total is None else total
+    if len(motions) and total < minimum * len(motions):
+        minimum = 1
+    counts = split_frames(total, motions, minimum)
     return [config.model_copy(update={"num_frames": n}) for n in counts]
 
 

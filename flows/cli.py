@@ -131,7 +131,8 @@ def run_pair(
 
 
 def run_archive(
-    source: str = typer.Argument(..., help="folder or s3:// prefix laid out as <pair-id>/0.*, <pair-id>/1.*"),
+    source: str = typer.Argument(..., help="folder or s3:// prefix laid out as <pair-id>/0.*, <pair-id>/1.* "
+                                 "(with --discover: any folder of photos)"),
     output: str = typer.Option(..., "-o", "--output", help="folder or s3:// prefix for <pair-id>.<fmt> + .json"),
     manifest: Optional[str] = typer.Option(None, "--manifest", help="JSON/YAML/CSV list of {id, image0, image1}"),
     force: bool = typer.Option(False, "--force", help="re-render pairs even when their clip is up to date"),

@@ -47,6 +47,20 @@ def test_split_frames_refuses_a_budget_below_the_minimum():
         split_frames(5, [])
 
 
+def test_chain_configs_give_each_segment_its_share_and_relax_the_minimum_for_long_bursts():
+    from dreammover.chain import chain_configs
+
+    config = InterpolationConfig(num_frames=10)
+    # 2 each, the 6 left split 1.5 : 4.5, the half frame to the segment with more motion.
+    assert [c.num_frames for c in chain_configs(config, [1.0, 3.0])] == [3, 7]
+    assert all(c.lora_steps == config.lora_steps for c in chain_configs(config, [1.0, 3.0]))
+    long = chain_configs(config, [1.0] * 7 + [4.0])  # 8 segments: 2 each would need 16
+    assert sum(c.num_frames for c in long) == 10 and min(c.num_frames for c in long) == 1
+    assert long[-1].num_frames == max(c.num_frames for c in long)
+    with pytest.raises(ValueError, match="at least 11"):
+        chain_configs(config, [1.0] * 11)
+
+
 def test_segment_motion_grows_with_displacement():
     still, near, far = scene(10), scene(16), scene(50)
     assert segment_motion(still, still) < 1e-3

@@ -104,3 +104,25 @@ def test_keyframes_manifest_renders_one_clip_and_reruns_follow_every_keyframe(pr
     result = _cli(args)
     assert result.exit_code == 0, result.output
     assert fits[0] == 5 and "done     burst" in result.output and "skipped  pair" in result.output
+
+
+def test_chain_on_a_dask_pool_fans_segments_out_and_renders_the_same_frames(prefect_env, model, fits, tmp_path):
+    import numpy as np
+
+    from dreammover.config import InterpolationConfig
+    from dreammover_flows.pair import interpolate_pair
+    from dreammover_tasks.artifacts import get_images
+
+    keys = [str(tmp_path / _photo(tmp_path / f"k{i}.png", x)) for i, x in enumerate((4, 30, 60))]
+    run = dict(image0=keys[0], image1=keys[-1], keyframes=keys, model=model, cache=str(tmp_path / "cache"),
+               config=InterpolationConfig(**{**FAST, "frames_per_batch": "auto"}))
+    here = interpolate_pair(output=str(tmp_path / "here.mp4"), **run)
+    # On a pool of 2, the lone chain's segments split their δ frames over both workers (fit-pair, chunks,
+    # decode as separate pool tasks); the LoRAs come from the cache, the chunks are rendered again.
+    pool = interpolate_pair(output=str(tmp_path / "pool.mp4"), dask="local:2", refresh="frames", **run)
+    assert fits[0] == 2 and pool["stages"]["lora"]["status"] == "reused"
+    assert pool["stages"]["denoise"]["computed"] == pool["stages"]["denoise"]["chunks"] == 4  # 2 per segment
+    a, b = get_images(here["cache"]["frames"]), get_images(pool["cache"]["frames"])
+    assert len(a) == len(b) == FAST["num_frames"] + 3 == pool["frames"]
+    for x, y in zip(a, b):
+        assert np.abs(x.astype(int) - y.astype(int)).max() <= 1
