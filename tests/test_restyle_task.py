@@ -78,8 +78,9 @@ def test_rerun_does_no_unet_work_and_any_change_edits_again(prefect_env, unet_ca
 
 def test_the_resident_model_is_left_as_loaded_after_an_edit_and_dropped_after_a_failure(prefect_env, tmp_path,
                                                                                         monkeypatch):
+    from diffusers.models.attention_processor import AttnProcessor
+
     from dreammover.restyle import RestyleConfig
-    from dreammover_tasks import restyle as task_module
     from dreammover_tasks.models import MODELS, ModelSpec
     from dreammover_tasks.restyle import LoadedT2V, RestyleSettings, restyle_clip, store_frames
 
@@ -99,20 +100,22 @@ def test_the_resident_model_is_left_as_loaded_after_an_edit_and_dropped_after_a_
 
     import dreammover.restyle as library
 
-    def crash(t2v, *a, **kw):  # leave a processor set and a gradient switched on, then fail mid-edit
-        t2v.unet.set_attn_processor({k: library.KeyCaptureProcessor() if hasattr(library, "KeyCaptureProcessor")
-                                     else v for k, v in t2v.unet.attn_processors.items()})
+    class Capture(AttnProcessor):
+        """Stands for a key-capturing processor an edit sets (any processor the UNet was not loaded with)."""
+
+    def crash(t2v, *a, **kw):  # leave processors set and gradients switched on, then fail mid-edit
+        t2v.unet.set_attn_processor(Capture())
         t2v.unet.requires_grad_(True)
         raise RuntimeError("out of patience")
     monkeypatch.setattr(library, "restyle", crash)
     with pytest.raises(RuntimeError, match="out of patience"):
-        restyle_clip.fn(frames, RestyleSettings(target="a blue car", model=T2V, config=RestyleConfig(steps=2)),
-                        model, cache)
+        restyle_clip(frames, RestyleSettings(target="a blue car", model=T2V, config=RestyleConfig(steps=2)),
+                     model, cache)
+    assert Capture not in processors.values()
     assert {k: type(v) for k, v in resident.dm.unet.attn_processors.items()} == processors
     assert not any(p.requires_grad for p in resident.dm.unet.parameters())
     with MODELS.use(model, LoadedT2V) as m:
         assert m is not resident  # the failed task's model was dropped: the next task loads fresh weights
-    del task_module
 
 
 def test_run_pair_restyle_target_restyles_the_rendered_clip(prefect_env, tiny_model_dir, tmp_path):
