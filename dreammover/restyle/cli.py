@@ -179,7 +179,7 @@ def restyle(
         fail(f"{video}: file not found")
     config = restyle_config(steps, seed, guidance_scale=guidance_scale, window=window, spatial_ssm=spatial_ssm,
                             temporal_ssm=temporal_ssm, use_mask=mask_dds)
-    frames, rate = read_clip(video)
+    frames, rate = read_clip(video, max_frames)
     try:
         job = prepare_restyle(frames, source_prompt, target_prompt, config, mask, box, max_frames)
     except RestyleInputError as err:
@@ -232,21 +232,28 @@ def restyle_interpolated(frames: list, config, target: str, source: Optional[str
     return result.frames
 
 
-def read_clip(path: Path) -> tuple[list, Optional[float]]:
-    """The clip's RGB frames (dreammover.video.read_video) and its frame rate when the container gives one."""
+def read_clip(path: Path, max_frames: int = MAX_RESTYLE_FRAMES) -> tuple[list, Optional[float]]:
+    """The clip's RGB frames (dreammover.video.read_video) and its frame rate when the container gives one.
+
+    A container that says it holds more than `max_frames` is refused before its frames are decoded
+    (thousands of frames would fill the memory first); the exact count is checked again after reading.
+    """
     import cv2
 
     from dreammover.cli import fail
     from dreammover.video import read_video
 
+    cap = cv2.VideoCapture(str(path))
+    rate, count = cap.get(cv2.CAP_PROP_FPS), cap.get(cv2.CAP_PROP_FRAME_COUNT)
+    cap.release()
+    if count and count > max_frames:
+        fail(f"{path}: {int(count)} frames, more than --max-frames {max_frames}: cut the clip, or pass "
+             f"--max-frames {int(count)} to edit it anyway")
     frames = read_video(path)
     if not frames:
         fail(f"{path}: no frames could be read (not a video, or an empty one)")
     if any(f.shape != frames[0].shape for f in frames):
         fail(f"{path}: frames of different sizes: not a clip this command can edit")
-    cap = cv2.VideoCapture(str(path))
-    rate = cap.get(cv2.CAP_PROP_FPS)
-    cap.release()
     return frames, rate if rate and 0 < rate < 1000 else None
 
 
