@@ -110,11 +110,12 @@ def run_restyle(model, job: RestyleJob, quiet: bool):
     from dreammover.cli import fail
 
     h, w = job.frames[0].shape[:2]
-    plan = rs.restyle_preflight(model, len(job.frames), h, w, job.config)
-    if not plan.fits:
+    preflight = getattr(rs, "restyle_preflight", None)  # not in every build of the library yet
+    plan = preflight(model, len(job.frames), h, w, job.config) if preflight else None
+    if plan is not None and not plan.fits:
         fail(f"restyling {len(job.frames)} frames of {w}x{h} will not fit in memory ({plan.summary()}): "
              "use a shorter or smaller clip, a smaller --window, or a device with more memory")
-    if not quiet:
+    if plan is not None and not quiet:
         typer.echo(f"plan: {plan.summary()}", err=True)
     with tqdm(desc="restyle", unit="it", disable=quiet, leave=False) as bar:
         def progress(done: int, total: int) -> None:
