@@ -40,8 +40,7 @@ T2V_SPECS = {
         version=T2V_RANDOM_VERSION, dtype=torch.float16,  # stored as fp16, as the hub's weights are
         unet=dict(**UNET3D_BLOCKS, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
                   attention_head_dim=64, norm_num_groups=32, cross_attention_dim=1024, sample_size=32,
-                  in_channels=4, out_channels=4, norm_eps=1e-5, act_fn="silu", downsample_padding=1,
-                  flip_sin_to_cos=True, freq_shift=0),
+                  in_channels=4, out_channels=4, norm_eps=1e-5, act_fn="silu", downsample_padding=1),
         vae=dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32, sample_size=512),
         text=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
                   projection_dim=512, hidden_act="gelu"),

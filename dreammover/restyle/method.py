@@ -104,17 +104,16 @@ def ssm_gradient(unet, z: torch.Tensor, z_src_t: torch.Tensor, t: int, eps: torc
     x = torch.cat([z_src_t, z_t]).to(dtype)
     emb = torch.cat([emb_src, emb_tgt]).to(dtype)
     tt = torch.full((2,), int(t), device=x.device, dtype=torch.long)
-    with capture_keys(unet, layers) as store, autocast():
-        run_to_keys(unet, x, tt, encoder_hidden_states=emb)
-    keys_src = [k.chunk(2)[0].detach() for k in store]
-    keys = [k.chunk(2)[1] for k in store]
-    l_s = spatial_ssm_loss(keys, keys_src) if lambda_s else z.new_zeros(())
-    l_t = temporal_ssm_loss(keys, keys_src) if lambda_t else z.new_zeros(())
-    total = lambda_s * l_s + lambda_t * l_t
-    if total.requires_grad:
-        (grad,) = torch.autograd.grad(total, z)
-    else:
-        grad = torch.zeros_like(z)
+    # Backward inside the capture: checkpointed blocks recompute their forward with the same processors.
+    with capture_keys(unet, layers) as store:
+        with autocast():
+            run_to_keys(unet, x, tt, encoder_hidden_states=emb)
+        keys_src = [k.chunk(2)[0].detach() for k in store]
+        keys = [k.chunk(2)[1] for k in store]
+        l_s = spatial_ssm_loss(keys, keys_src) if lambda_s else z.new_zeros(())
+        l_t = temporal_ssm_loss(keys, keys_src) if lambda_t else z.new_zeros(())
+        total = lambda_s * l_s + lambda_t * l_t
+        grad = torch.autograd.grad(total, z)[0] if total.requires_grad else torch.zeros_like(z)
     return grad.float(), float(l_s.detach()), float(l_t.detach())
 
 
