@@ -110,14 +110,13 @@ def run_restyle(model, job: RestyleJob, quiet: bool):
     from dreammover.cli import fail
 
     h, w = job.frames[0].shape[:2]
-    preflight = getattr(rs, "restyle_preflight", None)  # not in every build of the library yet
-    plan = preflight(model, len(job.frames), h, w, job.config) if preflight else None
-    if plan is not None and not plan.fits:
+    plan = rs.restyle_preflight(model, len(job.frames), h, w, job.config)
+    if not plan.fits:
         fail(f"restyling {len(job.frames)} frames of {w}x{h} will not fit in memory ({plan.summary()}): "
-             "use a shorter or smaller clip, a smaller --window, or a device with more memory")
-    if plan is not None and not quiet:
+             "use --checkpointing, a smaller --window, a shorter or smaller clip, or a device with more memory")
+    if not quiet:
         typer.echo(f"plan: {plan.summary()}", err=True)
-    with tqdm(desc="restyle", unit="it", disable=quiet, leave=False) as bar:
+    with tqdm(total=plan.iterations, desc="restyle", unit="it", disable=quiet, leave=False) as bar:
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
@@ -152,6 +151,9 @@ def restyle(
                                                 help="keep the motion (T-SSM) [default: on]"),
     mask_dds: Optional[bool] = typer.Option(None, "--mask-dds/--no-mask-dds", show_default=False,
                                             help="limit the edit to --mask/--box [default: on when given]"),
+    checkpointing: Optional[bool] = typer.Option(None, "--checkpointing/--no-checkpointing", show_default=False,
+                                                 help="recompute UNet activations in the backward: less memory, "
+                                                      "slower [default: off]"),
     model: str = typer.Option("cerspense/zeroscope_v2_576w", "--model",
                               help="'tiny-t2v', 't2v-random', a hub id or a diffusers folder (Zeroscope layout)"),
     fps: Optional[float] = typer.Option(None, "--fps", min=0.1, show_default=False,
@@ -179,7 +181,7 @@ def restyle(
     if not video.is_file():
         fail(f"{video}: file not found")
     config = restyle_config(steps, seed, guidance_scale=guidance_scale, window=window, spatial_ssm=spatial_ssm,
-                            temporal_ssm=temporal_ssm, use_mask=mask_dds)
+                            temporal_ssm=temporal_ssm, use_mask=mask_dds, checkpointing=checkpointing)
     frames, rate = read_clip(video, max_frames)
     try:
         job = prepare_restyle(frames, source_prompt, target_prompt, config, mask, box, max_frames)
