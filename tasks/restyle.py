@@ -110,12 +110,14 @@ def restyle_clip(frames: FramesArtifact, settings: RestyleSettings, model: Model
         return out
     images = get_images(frames.uri)  # read before taking the model: a storage error then costs no reload
     weights = get_tensors(mask.uri)[0]["mask"].numpy() if mask else None
-    from dreammover.restyle import restyle
+    from dreammover.restyle import restyle, restyle_preflight
 
     with MODELS.use(model, LoadedT2V) as m:
         if m.identity != loaded.identity:  # another model would poison the key
             raise RuntimeError(f"model identity changed under a cache key: loaded {m.identity!r}, key has "
                                f"{loaded.identity!r}")
+        h, w = images[0].shape[:2]
+        get_run_logger().info("plan: %s", restyle_preflight(m.dm, len(images), h, w, settings.config).summary())
         start = time.perf_counter()
         try:
             result = restyle(m.dm, images, settings.source, settings.target, mask=weights, config=settings.config,

@@ -156,6 +156,30 @@ def test_run_pair_restyle_target_restyles_the_rendered_clip(prefect_env, tiny_mo
     assert again["fingerprint"] == summary["fingerprint"]
 
 
+def test_archive_with_restyle_skips_up_to_date_clips_and_restyles_again_on_a_new_prompt(prefect_env, tiny_model_dir,
+                                                                                        tmp_path):
+    from dreammover.config import InterpolationConfig
+    from dreammover.restyle import RestyleConfig
+    from dreammover_flows.archive import interpolate_archive
+    from dreammover_tasks.models import ModelSpec
+    from dreammover_tasks.restyle import RestyleSettings
+
+    distinct_pair(tmp_path / "src" / "p0", 0)
+    run = dict(source=str(tmp_path / "src"), output=str(tmp_path / "out"), cache=str(tmp_path / "cache"),
+               model=ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="fp32"),
+               config=InterpolationConfig(**{**FAST, "num_frames": 2}))
+    styled = RestyleSettings(target="a watercolour", model=T2V, config=RestyleConfig(steps=1))
+    assert interpolate_archive(restyle=styled, **run)["done"] == 1
+    summary = json.loads((tmp_path / "out" / "p0.json").read_text())
+    assert summary["stages"]["restyle"]["status"] == "computed"
+    assert interpolate_archive(restyle=styled, **run)["skipped"] == 1  # its fingerprint holds the restyle
+    report = interpolate_archive(restyle=styled.model_copy(update={"target": "a sketch"}), **run)
+    assert report["done"] == 1
+    again = json.loads((tmp_path / "out" / "p0.json").read_text())
+    assert again["stages"]["restyle"]["status"] == "computed" and again["restyle"]["target"] == "a sketch"
+    assert again["stages"]["decode"]["status"] == "reused"  # only the edit ran again
+
+
 def test_restyle_enters_the_fingerprint_only_when_given():
     from dreammover.config import InterpolationConfig
     from dreammover.restyle import RestyleConfig
