@@ -94,8 +94,8 @@ def restyle(model, frames, source_prompt: str, target_prompt: str, mask: np.ndar
 
 
 def optimise(model, z_src: torch.Tensor, source_prompt: str, target_prompt: str, mask: torch.Tensor | None,
-             config: RestyleConfig, progress=None) -> tuple[torch.Tensor, list[dict]]:
-    """`steps` SGD iterations on z (starting at ẑ); each averages the windows' gradients where they overlap."""
+             config: RestyleConfig, progress=None, start: torch.Tensor | None = None) -> tuple[torch.Tensor, list[dict]]:
+    """`steps` SGD iterations on z (from `start`, default ẑ); each averages the windows' gradients where they overlap."""
     n = z_src.shape[2]
     windows = plan_windows(n, config.window, config.overlap) if config.windowing else [(0, n)]
     cover = torch.zeros(n, device=z_src.device)
@@ -109,7 +109,7 @@ def optimise(model, z_src: torch.Tensor, source_prompt: str, target_prompt: str,
     autocast = lambda: unet_autocast(model.device, model.dtype, config.autocast)  # noqa: E731
     gen = torch.Generator().manual_seed(config.seed)  # CPU generator: the same t and ε on every device
     alphas = model.alphas_cumprod.to(z_src.device)
-    z, losses, done, total = z_src.clone(), [], 0, config.steps * len(windows)
+    z, losses, done, total = (z_src if start is None else start).clone(), [], 0, config.steps * len(windows)
     for _ in range(config.steps):
         t = int(torch.randint(config.t_min, config.t_max, (1,), generator=gen))
         eps = torch.randn(z.shape, generator=gen).to(z.device)  # one ε for the clip: overlaps see the same noise
