@@ -126,6 +126,25 @@ def test_interpolate_restyle_writes_a_restyled_clip_with_the_right_frame_count(t
     assert np.abs(np.stack(a).astype(int) - np.stack(b).astype(int)).mean() > 1.0  # it was restyled
 
 
+def test_interpolate_restyle_keeps_the_interpolation_when_the_t2v_model_cannot_load(tiny_model_dir, tmp_path):
+    from dreammover.cli import app
+    from dreammover.sample import write_sample_pair
+    from dreammover.video import read_video
+
+    im0, im1 = write_sample_pair(tmp_path / "pair", 64)
+    cfg = tmp_path / "fast.json"
+    cfg.write_text(json.dumps({"lora_steps": 1, "lora_rank": 4, "num_inference_steps": 10, "inversion_steps": 2,
+                               "feature_step": 1}))
+    out = tmp_path / "styled.mp4"
+    res = CliRunner().invoke(app, ["interpolate", *map(str, [
+        im0, im1, "--model", tiny_model_dir, "--frames", 2, "--size", 64, "--config", cfg, "--device", "cpu", "-q",
+        "-o", out, "--restyle", "a watercolour", "--restyle-model", tmp_path / "no-such-model"])])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    kept = tmp_path / "styled.interpolated.mp4"
+    assert "no-such-model" in res.output and str(kept) in res.output
+    assert not out.exists() and len(read_video(kept)) == 2 + 2
+
+
 def test_interpolate_restyle_refuses_an_empty_prompt_before_interpolating(tmp_path, monkeypatch):
     from dreammover.cli import app
     from dreammover.pipeline import DreamMover
