@@ -11,7 +11,7 @@ import torch
 
 from .attention import key_layers
 from .config import RestyleConfig
-from .errors import frame_shape
+from .errors import check_restyle_inputs, frame_shape
 from .masks import latent_mask
 from .method import (decode_clip, encode_clip, forward_noise, guided_eps, masked_dds_gradient, sgd_update,
                      ssm_gradient, to_tensor, to_uint8, unet_autocast)
@@ -72,6 +72,7 @@ def restyle(model, frames, source_prompt: str, target_prompt: str, mask: np.ndar
             progress: Callable[[int, int], None] | None = None) -> RestyleResult:
     """Edit `frames` from `source_prompt` to `target_prompt` (DreamMotion: masked V-DDS + S-SSM + T-SSM on z)."""
     t0 = time.perf_counter()
+    check_restyle_inputs(frames, source_prompt, target_prompt, mask, config)
     n, height, width = frame_shape(frames)
     frames = [np.ascontiguousarray(f, dtype=np.uint8) for f in frames]
     device = model.device

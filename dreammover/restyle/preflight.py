@@ -48,6 +48,8 @@ class RestylePlan:
         if self.available_bytes is not None:
             mem += f" of {self.available_bytes / GiB:.1f} GiB available"
         longest = max(b - a for a, b in self.windows)
+        if not self.fits:
+            mem += " - does not fit: turn on checkpointing, or use a smaller window or max_pixels"
         return (f"restyle {self.n_frames} frames at {w}x{h} (latent {lw}x{lh}), {len(self.windows)} window(s) of "
                 f"<= {longest} frames, {self.iterations} iterations, {mem}")
 
