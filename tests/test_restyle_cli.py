@@ -82,6 +82,20 @@ def test_bad_inputs_exit_2_with_one_line_before_the_model_loads(clip, tmp_path, 
         assert not out.exists()
 
 
+def test_an_edit_that_cannot_fit_is_refused_before_it_starts(clip, tmp_path, monkeypatch, dreammover_home):
+    from dreammover import restyle as rs
+    from dreammover.restyle import preflight
+
+    def refuse(*a, **kw):
+        raise AssertionError("the edit started although it cannot fit")
+    monkeypatch.setattr(rs, "restyle", refuse)
+    monkeypatch.setattr(preflight, "available_memory", lambda device: 1024)  # a device with 1 KiB free
+    res = _restyle(clip, "-o", tmp_path / "out.mp4", "--model", "tiny-t2v", "--target-prompt", "a tiger",
+                   "--device", "cpu", "-q")
+    assert res.exit_code == 2 and "does not fit" in res.output and "--checkpointing" in res.output, res.output
+    assert not (tmp_path / "out.mp4").exists()
+
+
 def test_same_prompt_output_does_not_depend_on_steps_and_another_prompt_changes_it(clip, tmp_path,
                                                                                      dreammover_home):
     from dreammover.video import read_video

@@ -112,8 +112,7 @@ def run_restyle(model, job: RestyleJob, quiet: bool):
     h, w = job.frames[0].shape[:2]
     plan = rs.restyle_preflight(model, len(job.frames), h, w, job.config)
     if not plan.fits:
-        fail(f"restyling {len(job.frames)} frames of {w}x{h} will not fit in memory ({plan.summary()}): "
-             "use --checkpointing, a smaller --window, a shorter or smaller clip, or a device with more memory")
+        fail(f"{plan.summary()} (options: --checkpointing, --window)")  # the summary says what does not fit
     if not quiet:
         typer.echo(f"plan: {plan.summary()}", err=True)
     with tqdm(total=plan.iterations, desc="restyle", unit="it", disable=quiet, leave=False) as bar:
