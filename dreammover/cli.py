@@ -197,7 +197,7 @@ def interpolate(
     if restyle is not None:
         del dm  # one model in memory at a time: the text-to-video model loads next
         out_frames = restyle_interpolated(out_frames, restyle_config, restyle, restyle_source, restyle_model,
-                                          device, dtype, quiet, output)
+                                          device, dtype, quiet, output, fps)
     try:
         if preset is not None:
             output, fps = render_clip(out_frames, clip_preset, output), clip_preset.fps

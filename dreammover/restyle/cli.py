@@ -214,7 +214,8 @@ def check_interpolate_restyle(target: Optional[str], steps: Optional[int], backe
 
 
 def restyle_interpolated(frames: list, config, target: str, source: Optional[str], model: str,
-                         device: Optional[str], dtype: Optional[str], quiet: bool, output: Path) -> list:
+                         device: Optional[str], dtype: Optional[str], quiet: bool, output: Path,
+                         fps: float = 10.0) -> list:
     """`interpolate --restyle`: the interpolated frames edited towards `target`; if the text-to-video model
     cannot load, the interpolated clip is written beside `output` (never lose the interpolation) and exit 2."""
     from dreammover.cli import fail
@@ -223,7 +224,7 @@ def restyle_interpolated(frames: list, config, target: str, source: Optional[str
 
     def keep_interpolation() -> str:
         kept = output.with_name(f"{output.stem}.interpolated{output.suffix}")
-        write_video(frames, kept)
+        write_video(frames, kept, fps=fps)
         return f"the interpolated clip is at {kept}"
 
     try:
