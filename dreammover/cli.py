@@ -136,12 +136,21 @@ def interpolate(
                                                                 "docs/backends.md)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="clip preset (reel, story, square-loop, ...: "
                                          "dreammover/presets.py); its fps/size/timing, the -o suffix's format"),
+    restyle: Optional[str] = typer.Option(None, "--restyle", help="then restyle the clip to this target prompt "
+                                          "(DreamMotion, docs/restyle.md)"),
+    restyle_source: Optional[str] = typer.Option(None, "--restyle-source", help="source prompt of --restyle"),
+    restyle_model: str = typer.Option("cerspense/zeroscope_v2_576w", "--restyle-model",
+                                      help="text-to-video model of --restyle: 'tiny-t2v', a hub id or a folder"),
+    restyle_steps: Optional[int] = typer.Option(None, "--restyle-steps", min=1, help="iterations of --restyle"),
 ) -> None:
     """Interpolate IMAGE0 -> IMAGE1 with the library directly (no orchestration) and encode a clip.
 
     Settings come from --config, then DREAMMOVER_CFG_<FIELD> variables, then the options given here.
     Output, settings and images are checked before the model loads, memory before any computing.
     """
+    if restyle is not None:  # checked before any work; the edit runs on the interpolated frames
+        from .restyle.cli import check_interpolate_restyle, restyle_interpolated
+        restyle_config = check_interpolate_restyle(restyle, restyle_steps, backend)
     if backend != "dreammover":  # other methods build their own config type (dreammover/backends)
         from .backends.cli import interpolate_with_backend
         return interpolate_with_backend(backend, image0, image1, output, model, vae, frames, size, fps, seed,
@@ -165,6 +174,8 @@ def interpolate(
     config = load_config(config_file, num_frames=frames, size=size, prompt=prompt, seed=seed,
                          frames_per_batch=frames_per_batch, keep_inputs=keep_inputs)
     check_frames(config, max_frames)
+    if restyle is not None:
+        check_interpolate_restyle(restyle, restyle_steps, backend, n_frames=config.num_frames + 2)
     with say_warnings():
         try:
             im0, im1 = load_image(image0), load_image(image1)
@@ -182,15 +193,20 @@ def interpolate(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ImageInputWarning)  # already said above
         result = dm.interpolate(im0, im1, config, progress=progress)
+    out_frames = result.frames
+    if restyle is not None:
+        del dm  # one model in memory at a time: the text-to-video model loads next
+        out_frames = restyle_interpolated(out_frames, restyle_config, restyle, restyle_source, restyle_model,
+                                          device, dtype, quiet, output, fps)
     try:
         if preset is not None:
-            output, fps = render_clip(result.frames, clip_preset, output), clip_preset.fps
+            output, fps = render_clip(out_frames, clip_preset, output), clip_preset.fps
         else:
-            write_video(result.frames, output, fps=fps)
+            write_video(out_frames, output, fps=fps)
     except (RuntimeError, ValueError, OSError) as err:
         fail(str(err))
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
-    typer.echo(f"wrote {output} ({len(result.frames)} frames at {fps:g} fps; {stages})")
+    typer.echo(f"wrote {output} ({len(out_frames)} frames at {fps:g} fps; {stages})")
 
 
 @app.command("make-sample")

@@ -39,6 +39,7 @@ from dreammover_tasks import leases
 from dreammover_tasks.encode import FORMATS
 from dreammover_tasks.ingest import PairSpec, list_pairs
 from dreammover_tasks.models import ModelSpec
+from dreammover_tasks.restyle import RestyleSettings
 from dreammover_tasks.storage import StorageError, open_storage, retry_transient
 
 from . import archive_discover, archive_leases, archive_log
@@ -107,7 +108,7 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
                         pair_deployment: Optional[str] = None, allow_empty: bool = False,
                         pair_timeout: float = PAIR_TIMEOUT, parallel_pairs: int = 0, backend: Backend = "dreammover",
                         preset: Optional[str] = None, discover: bool = False,
-                        discover_config: Optional[dict] = None):
+                        discover_config: Optional[dict] = None, restyle: Optional[RestyleSettings] = None):
     """Run the pair flow for every pair of `source` (local folder or s3:// prefix); return the run report.
 
     Ends Completed (result: the report) when no pair failed; otherwise Failed, named Partial if
@@ -122,6 +123,7 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
     discover: find the pairs in a folder of photos as people keep them (dreammover.discover, with
     `discover_config` its DiscoverConfig fields), only those new since the state in the output
     (flows/archive_discover.py); nothing new is an empty run, not an error.
+    restyle: edit every clip with text (DreamMotion) before publishing; in each fingerprint when given.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unsupported clip format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -147,11 +149,12 @@ def interpolate_archive(source: str, output: str, config: AnyConfig = Interpolat
     # weights as this machine sees them (content hash, hub commit) are compared with the summary's too.
     weights = visible_identity(model.model, default_cache_dir()) if backend == "dreammover" else None
     todo = _plan(pairs, out, entries, dict(model=model, config=config, fps=fps, fmt=fmt, backend=backend,
-                                           weights=weights, preset=recipe), force, wanted)
+                                           weights=weights, preset=recipe, restyle=restyle), force, wanted)
     log.info("%d pair(s): %d to run, %d skipped, %d malformed", len(pairs), len(todo),
              sum(e["status"] == "skipped" for e in entries.values()),
              sum(e["status"] == "failed" for e in entries.values()))
-    params = dict(config=config, model=model, fps=fps, cache=cache, refresh=refresh, backend=backend, preset=preset)
+    params = dict(config=config, model=model, fps=fps, cache=cache, refresh=refresh, backend=backend, preset=preset,
+                  restyle=restyle)
     outcome = "finished"
     try:
         # Short leases renewed from a heartbeat thread while this run lives, each released as soon as

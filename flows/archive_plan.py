@@ -73,7 +73,7 @@ def _probe(pair: PairSpec, out, clip: dict, present: set) -> tuple:
         if pair.versions is None:  # a manifest's photos: not listed, so read once here
             pair = pair.model_copy(update={"versions": spec_inputs(pair)["versions"]})  # a chain: all its keyframes
         fp = fingerprint(pair.image0, pair.image1, clip["model"], clip["config"], clip["fps"], clip["fmt"],
-                         clip["backend"], inputs=pair.inputs(), preset=clip.get("preset"))
+                         clip["backend"], inputs=pair.inputs(), preset=clip.get("preset"), restyle=clip.get("restyle"))
         current = False
         if f"{pair.id}.{clip['fmt']}" in present and f"{pair.id}.json" in present:
             previous = _read_summary(out, f"{pair.id}.json")

@@ -22,16 +22,19 @@ from dreammover_tasks.encode import publish_clip
 from dreammover_tasks.ingest import keyframe_inputs
 from dreammover_tasks.models import ModelSpec
 from dreammover_tasks.prepare import prepare_images
+from dreammover_tasks.restyle import RestyleSettings
 
-from .pair import _link, _max_by_worker, _stage, clip_format, fingerprint, render_prepared
+from .pair import (_link, _max_by_worker, _stage, _with_restyle, clip_format, fingerprint, render_prepared,
+                   restyle_frames)
 from .runners import default_cache
 
 
 def render_chain_clip(keyframes: list[str], output: str, config: InterpolationConfig, model: ModelSpec, fps: float,
                       cache: Optional[str], dask: Optional[str], refresh: str, pair_id: Optional[str],
                       backend: str = "dreammover", spread: int = 1, recipe: Optional[dict] = None,
-                      inputs: Optional[dict] = None, motions: Optional[list[float]] = None) -> dict:
-    """K keyframes (URIs) -> one clip at `output` with config.num_frames + K frames, and its summary."""
+                      inputs: Optional[dict] = None, motions: Optional[list[float]] = None,
+                      restyle: Optional[RestyleSettings] = None) -> dict:
+    """K keyframes (URIs) -> one clip at `output` with config.num_frames + K frames (restyled when asked), and its summary."""
     if backend != "dreammover":
         raise ValueError(f"a chained burst renders with the dreammover backend only (got {backend!r})")
     if motions is not None and len(motions) != len(keyframes) - 1:
@@ -39,7 +42,8 @@ def render_chain_clip(keyframes: list[str], output: str, config: InterpolationCo
     start = time.perf_counter()
     cache, fmt = cache or default_cache(), clip_format(output)
     inputs = keyframe_inputs(keyframes, motions, known=inputs)  # the archive's listing gave them: no HEAD
-    clip_id = fingerprint(keyframes[0], keyframes[-1], model, config, fps, fmt, inputs=inputs, preset=recipe)
+    clip_id = fingerprint(keyframes[0], keyframes[-1], model, config, fps, fmt, inputs=inputs, preset=recipe,
+                          restyle=restyle)
     prepared = [prepare_images(a, b, config, cache) for a, b in zip(keyframes, keyframes[1:])]
     first = prepared[0]
     for i, p in enumerate(prepared[1:], 1):
@@ -77,6 +81,7 @@ def render_chain_clip(keyframes: list[str], output: str, config: InterpolationCo
         "flow_run_id": str(get_run_context().flow_run.id),
         "seconds": round(time.perf_counter() - start, 3),
     }
+    frames = _with_restyle(summary, restyle_frames(frames, restyle, model, cache, refresh), frames, ran)
     clip = publish_clip(frames, fps, fmt, output, recipe, summary)  # the clip, then its summary (last)
     summary = clip.summary
     _link(summary)

@@ -36,6 +36,12 @@ DASK = typer.Option(None, "--dask", help="run δ chunks on Dask: 'local[:N]', 'p
 REFRESH = typer.Option("none", "--refresh", help="recompute despite caches: none | frames | all")
 PRESET = typer.Option(None, "--preset", help="clip preset (reel, story, square-loop, feed, landscape, gif-loop: "
                                              "dreammover/presets.py), built as the studio builds it; its fps wins")
+RESTYLE_TARGET = typer.Option(None, "--restyle-target", help="restyle each clip to this target prompt before "
+                                                              "publishing (DreamMotion, docs/restyle.md)")
+RESTYLE_SOURCE = typer.Option(None, "--restyle-source", help="source prompt of --restyle-target [default: 'a video']")
+RESTYLE_STEPS = typer.Option(None, "--restyle-steps", min=1, help="iterations of --restyle-target [default: 200]")
+RESTYLE_MODEL = typer.Option("cerspense/zeroscope_v2_576w", "--restyle-model",
+                             help="text-to-video model of --restyle-target: 'tiny-t2v', a hub id or a folder")
 BACKEND = typer.Option("dreammover", "--backend", help="dreammover | svd (Generative Inbetweening; --config then "
                                                        "holds SVDKeyframeConfig fields, docs/backends.md)")
 
@@ -80,6 +86,29 @@ def _backend_config(backend: str, model: str, config_file, frames, size, prompt,
     return config, default_model(backend) if model == _SD_DEFAULT else model
 
 
+def _restyle(target: Optional[str], source: Optional[str], steps: Optional[int], model: str):
+    """RestyleSettings for --restyle-*, None without --restyle-target; an empty prompt exits 2 before any work."""
+    from dreammover.cli import fail
+
+    if target is None:
+        if source is not None or steps is not None:
+            fail("--restyle-source / --restyle-steps need --restyle-target", EXIT_BAD_INPUT)
+        return None
+    if not target.strip():
+        fail("--restyle-target: the target prompt is empty: say what the clip should look like", EXIT_BAD_INPUT)
+    from pydantic import ValidationError
+
+    from dreammover.restyle import RestyleConfig
+    from dreammover.restyle.cli import DEFAULT_SOURCE_PROMPT
+    from dreammover_tasks.restyle import RestyleSettings
+
+    try:
+        return RestyleSettings(target=target, source=DEFAULT_SOURCE_PROMPT if source is None else source,
+                               model=model, config=RestyleConfig(**({"steps": steps} if steps else {})))
+    except ValidationError as err:
+        fail(f"bad restyle setting: {err.errors()[0]['msg']}", EXIT_BAD_INPUT)
+
+
 def _check_refresh(refresh: str) -> None:
     from dreammover.cli import fail
 
@@ -97,12 +126,15 @@ def run_pair(
     fps: float = FPS, device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
     config_file: Optional[Path] = CONFIG, cache: Optional[str] = CACHE, dask: Optional[str] = DASK,
     refresh: str = REFRESH, backend: str = BACKEND, preset: Optional[str] = PRESET,
+    restyle_target: Optional[str] = RESTYLE_TARGET, restyle_source: Optional[str] = RESTYLE_SOURCE,
+    restyle_steps: Optional[int] = RESTYLE_STEPS, restyle_model: str = RESTYLE_MODEL,
 ) -> None:
     """Interpolate one pair with the Prefect pair flow (cached LoRA / inversion; chunked δ fan-out)."""
     from dreammover.cli import fail
 
     _setup_env()
     _check_refresh(refresh)
+    restyle = _restyle(restyle_target, restyle_source, restyle_steps, restyle_model)
     config, model = _backend_config(backend, model, config_file, frames, size, prompt, seed, frames_per_batch)
     for uri in (image0, image1):  # a clear message now beats a failed flow run later
         if "://" not in uri and not Path(uri).is_file():
@@ -120,7 +152,7 @@ def run_pair(
     with temporary_api():
         state = interpolate_pair(image0, image1, output, config=config, fps=fps, cache=cache, dask=dask,
                                  refresh=refresh, model=ModelSpec(model=model, vae=vae, device=device, dtype=dtype),
-                                 backend=backend, preset=preset, return_state=True)
+                                 backend=backend, preset=preset, restyle=restyle, return_state=True)
     if not state.is_completed():
         exc = state.result(raise_on_failure=False)
         fail(f"{type(exc).__name__}: {exc}" if isinstance(exc, BaseException) else str(state.message), EXIT_FAILED)
@@ -151,12 +183,15 @@ def run_archive(
                                         "of one burst [default: DiscoverConfig.burst_gap_s]"),
     chain: bool = typer.Option(False, "--chain", help="with --discover: a burst of K photos is ONE clip through "
                                "all of them (K-1 segments)"),
+    restyle_target: Optional[str] = RESTYLE_TARGET, restyle_source: Optional[str] = RESTYLE_SOURCE,
+    restyle_steps: Optional[int] = RESTYLE_STEPS, restyle_model: str = RESTYLE_MODEL,
 ) -> None:
     """Interpolate every pair of an archive; exit 0 ok, 3 partial (some pairs failed), 4 all failed."""
     from dreammover.cli import fail
 
     _setup_env()
     _check_refresh(refresh)
+    restyle = _restyle(restyle_target, restyle_source, restyle_steps, restyle_model)
     config, model = _backend_config(backend, model, config_file, frames, size, prompt, seed, frames_per_batch)
     if "://" not in source and not Path(source).is_dir():
         fail(f"{source}: no such folder", EXIT_BAD_INPUT)
@@ -183,8 +218,8 @@ def run_archive(
     with temporary_api():
         state = interpolate_archive(source, output, config=config, fps=fps, fmt=fmt, manifest=manifest,
                                     force=force, cache=cache, dask=dask, refresh=refresh, allow_empty=allow_empty,
-                                    pair_deployment=deployment, backend=backend, preset=preset, return_state=True,
-                                    discover=discover, discover_config=discover_config,
+                                    pair_deployment=deployment, backend=backend, preset=preset, restyle=restyle,
+                                    return_state=True, discover=discover, discover_config=discover_config,
                                     model=ModelSpec(model=model, vae=vae, device=device, dtype=dtype))
     # Partial and failed archives end in a Failed state whose exception carries the report.
     report = state.result(raise_on_failure=False)

@@ -34,7 +34,8 @@ from dreammover_tasks.names import artifact_key
 from dreammover_tasks.models import ModelSpec
 from dreammover_tasks.prepare import prepare_images
 from dreammover_tasks.render import render_frames
-from dreammover_tasks.results import ChunkArtifact, FittedPairArtifacts, FramesArtifact, TaskRun
+from dreammover_tasks.restyle import RestyleSettings, restyle_clip
+from dreammover_tasks.results import ChunkArtifact, FittedPairArtifacts, FramesArtifact, RestyledFrames, TaskRun
 from dreammover_tasks.svd import load_svd_model, prepare_svd_images, render_svd_pair
 from dreammover_tasks.upload import summary_uri  # noqa: F401 - flows.pair.summary_uri is public API
 
@@ -71,10 +72,12 @@ def plan_chunks(config: InterpolationConfig, spread: int = 1) -> list[list[float
 
 def fingerprint(image0: str, image1: str, model: ModelSpec, config: AnyConfig, fps: float,
                 fmt: str, backend: Backend = "dreammover", inputs: Optional[dict] = None,
-                preset: Optional[dict] = None) -> str:
+                preset: Optional[dict] = None, restyle: Optional[RestyleSettings] = None) -> str:
     # DreamMover's fingerprint is unchanged (summaries written before backends existed stay valid);
     # any other backend is part of the model, so switching backends re-renders.
     spec = model.model_dump() if backend == "dreammover" else {**model.model_dump(), "backend": backend}
+    if restyle is not None:  # only when asked: clips made without it keep their fingerprint
+        spec = {**spec, "restyle": restyle.fingerprint()}
     return clip_fingerprint(inputs or photo_inputs(image0, image1), spec, config, fps, fmt, preset)
 
 
@@ -126,7 +129,8 @@ def interpolate_pair(image0: str, image1: str, output: str = "out.mp4",
                      fps: float = 10.0, cache: Optional[str] = None, dask: Optional[str] = None,
                      refresh: Refresh = "none", pair_id: Optional[str] = None, backend: Backend = "dreammover",
                      spread: int = 0, preset: Optional[str] = None, inputs: Optional[dict] = None,
-                     keyframes: Optional[list[str]] = None, motions: Optional[list[float]] = None) -> dict:
+                     keyframes: Optional[list[str]] = None, motions: Optional[list[float]] = None,
+                     restyle: Optional[RestyleSettings] = None) -> dict:
     """Two photos (local paths or s3:// URIs) -> one clip at `output` plus `<output stem>.json`.
 
     Parameters (also those of the `interpolate-pair/*` deployments, e.g. for the studio):
@@ -142,7 +146,8 @@ def interpolate_pair(image0: str, image1: str, output: str = "out.mp4",
     it, at the preset's fps; inputs: the photos' versions as the archive's listing gave them (PairSpec.inputs()),
     so they are not read again (None: read here); keyframes: a chained burst's photos (more than two, image0/image1
     their first/last): one clip of K-1 segments, each with its own LoRA, its frames split by `motions` (one per
-    segment; None: measured), see flows/chain.py. Returns the summary dict that is also written next to the clip.
+    segment; None: measured), see flows/chain.py; restyle: edit the rendered frames with text (DreamMotion,
+    docs/restyle.md) before publishing. Returns the summary dict that is also written next to the clip.
     """
     recipe = clip_preset(preset, output)
     if dask and not _on_pool():
@@ -150,9 +155,9 @@ def interpolate_pair(image0: str, image1: str, output: str = "out.mp4",
         with gpu_pool(dask) as address:
             return render_pair.with_options(task_runner=pool_runner(address))(
                 image0, image1, output, config, model, fps, cache, address, refresh, pair_id, backend, spread, recipe,
-                inputs, keyframes, motions)
+                inputs, keyframes, motions, restyle)
     return _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend, spread,
-                   recipe, inputs, keyframes, motions)
+                   recipe, inputs, keyframes, motions, restyle)
 
 
 @flow(name="render-pair", timeout_seconds=PAIR_TIMEOUT)
@@ -160,10 +165,10 @@ def render_pair(image0: str, image1: str, output: str, config: AnyConfig, model:
                 cache: Optional[str], dask: Optional[str], refresh: Refresh, pair_id: Optional[str],
                 backend: Backend = "dreammover", spread: int = 0, recipe: Optional[dict] = None,
                 inputs: Optional[dict] = None, keyframes: Optional[list[str]] = None,
-                motions: Optional[list[float]] = None) -> dict:
+                motions: Optional[list[float]] = None, restyle: Optional[RestyleSettings] = None) -> dict:
     """interpolate_pair's body with a Dask client of the GPU pool as its task runner."""
     return _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend, spread,
-                   recipe, inputs, keyframes, motions)
+                   recipe, inputs, keyframes, motions, restyle)
 
 
 def _pool_workers() -> int:
@@ -189,25 +194,27 @@ def render_prepared(prepared, model: ModelSpec, config: InterpolationConfig, cac
 
 
 def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, backend="dreammover",
-            spread=0, recipe=None, inputs=None, keyframes=None, motions=None) -> dict:
+            spread=0, recipe=None, inputs=None, keyframes=None, motions=None, restyle=None) -> dict:
     config = backend_config(backend, config)
     if keyframes and len(keyframes) > 2:  # a chained burst: one clip through all its keyframes (flows/chain.py)
         from .chain import render_chain_clip
 
         return render_chain_clip(keyframes, output, config, model, fps, cache, dask, refresh, pair_id, backend,
-                                 spread or _pool_workers(), recipe, inputs, motions)
+                                 spread or _pool_workers(), recipe, inputs, motions, restyle)
     if backend == "svd":
-        return _render_svd(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, recipe, inputs)
+        return _render_svd(image0, image1, output, config, model, fps, cache, dask, refresh, pair_id, recipe, inputs,
+                           restyle)
     start = time.perf_counter()
     cache, fmt = cache or default_cache(), clip_format(output)
     # Read once: the summary records the very versions its fingerprint was computed from.
     inputs = photo_inputs(image0, image1, known=inputs)  # the archive's listing gave them: no HEAD
-    clip_id = fingerprint(image0, image1, model, config, fps, fmt, inputs=inputs, preset=recipe)
+    clip_id = fingerprint(image0, image1, model, config, fps, fmt, inputs=inputs, preset=recipe, restyle=restyle)
     prepared = prepare_images(image0, image1, config, cache)
     pair, rendered, frames = render_prepared(prepared, model, config, cache, refresh, spread or _pool_workers())
     loaded = pair.model
     # Reused artifacts carry no placement: count only this run's work.
     ran = [loaded.run, *[a.run for a in (pair.lora, pair.inversion, frames, *rendered) if a.run.computed]]
+    edit = restyle_frames(frames, restyle, model, cache, refresh)
     summary = {
         "pair": pair_id or PurePosixPath(output).stem, "status": "done", "backend": "dreammover",
         "fingerprint": clip_id, "inputs": inputs,
@@ -228,6 +235,7 @@ def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pa
         "flow_run_id": str(get_run_context().flow_run.id),
         "seconds": round(time.perf_counter() - start, 3),
     }
+    frames = _with_restyle(summary, edit, frames, ran)
     # The clip, written once, then the summary beside it (last: a summary means the clip is complete).
     clip = publish_clip(frames, fps, fmt, output, recipe, summary)
     summary, written = clip.summary, clip.uri
@@ -239,12 +247,13 @@ def _render(image0, image1, output, config, model, fps, cache, dask, refresh, pa
 
 
 def _render_svd(image0, image1, output, config: SVDKeyframeConfig, model, fps, cache, dask, refresh,
-                pair_id, recipe=None, inputs=None) -> dict:
+                pair_id, recipe=None, inputs=None, restyle=None) -> dict:
     """backend=svd: load (resident) -> prepare keyframes -> render the frames (cached) -> encode -> publish."""
     start = time.perf_counter()
     cache, fmt = cache or default_cache(), clip_format(output)
     inputs = photo_inputs(image0, image1, known=inputs)
-    clip_id = fingerprint(image0, image1, model, config, fps, fmt, backend="svd", inputs=inputs, preset=recipe)
+    clip_id = fingerprint(image0, image1, model, config, fps, fmt, backend="svd", inputs=inputs, preset=recipe,
+                          restyle=restyle)
     with on_gpu():
         loaded = load_svd_model.submit(model).result()
     config = config if config.size is not None else config.model_copy(update={"size": loaded.native_size})
@@ -252,6 +261,7 @@ def _render_svd(image0, image1, output, config: SVDKeyframeConfig, model, fps, c
     frames = on_pool(render_svd_pair, prepared=prepared, model=model, identity=loaded.identity, config=config,
                      cache=cache, recompute=refresh != "none")
     ran = [loaded.run, *([frames.run] if frames.run.computed else [])]
+    edit = restyle_frames(frames, restyle, model, cache, refresh)
     summary = {
         "pair": pair_id or PurePosixPath(output).stem, "status": "done", "backend": "svd",
         "fingerprint": clip_id, "inputs": inputs,
@@ -264,6 +274,7 @@ def _render_svd(image0, image1, output, config: SVDKeyframeConfig, model, fps, c
         "flow_run_id": str(get_run_context().flow_run.id),
         "seconds": round(time.perf_counter() - start, 3),
     }
+    frames = _with_restyle(summary, edit, frames, ran)
     # The clip, written once, then the summary beside it (last: a summary means the clip is complete).
     clip = publish_clip(frames, fps, fmt, output, recipe, summary)
     summary, written = clip.summary, clip.uri
@@ -271,6 +282,28 @@ def _render_svd(image0, image1, output, config: SVDKeyframeConfig, model, fps, c
     get_run_logger().info("%s: %d frames -> %s (svd frames %s)", summary["pair"], clip.frames, written,
                           frames.run.status)
     return summary
+
+
+def restyle_frames(frames: FramesArtifact, restyle: Optional[RestyleSettings], model: ModelSpec, cache: str,
+                   refresh: Refresh = "none") -> Optional[RestyledFrames]:
+    """The rendered frames edited with text on the pool (restyle-clip, content-keyed), None without `restyle`.
+    The T2V model runs where the pair's model ran (its device and dtype)."""
+    if restyle is None:
+        return None
+    t2v = ModelSpec(model=restyle.model, device=model.device, dtype=model.dtype)
+    return on_pool(restyle_clip, frames=frames, settings=restyle, model=t2v, cache=cache, recompute=refresh != "none")
+
+
+def _with_restyle(summary: dict, edit: Optional[RestyledFrames], frames: FramesArtifact, ran: list) -> FramesArtifact:
+    """The frames to publish (the edited ones when restyled), the restyle stage recorded in the summary."""
+    if edit is None:
+        return frames
+    ran += [edit.model.run, *([edit.frames.run] if edit.frames.run.computed else [])]
+    summary["stages"]["restyle"] = {**_stage(edit.frames.run), "stage_seconds": edit.frames.stage_seconds}
+    summary["restyle"] = {**edit.settings, "identity": edit.model.identity}
+    summary["cache"]["restyled"] = edit.frames.uri
+    summary["pool"] = {**summary["pool"], "model_loads": _max_by_worker(ran), "workers": sorted({r.worker for r in ran})}
+    return edit.frames
 
 
 def _max_by_worker(runs: list[TaskRun]) -> dict:

@@ -107,3 +107,19 @@ class PublishedClip(_Result):
     fps: float
     format: str
     summary: Optional[dict] = None
+
+
+class RestyleMask(_Result):
+    """Where a restyle edits: a float mask (N,H,W) or (H,W) in [0,1], stored under its content hash."""
+
+    key: str
+    uri: str
+
+
+class RestyledFrames(_Result):
+    """A clip edited by restyle-clip (DreamMotion): the T2V model that keyed it, the edited frames, the settings."""
+
+    model: LoadedModelInfo
+    frames: FramesArtifact
+    settings: dict
+    peak_bytes: int = 0
