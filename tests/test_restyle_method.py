@@ -163,9 +163,13 @@ def test_progress_exception_aborts_the_edit(t2v):
     def cancel(done, total):
         raise KeyboardInterrupt("cancelled")
 
+    flags = [p.requires_grad for p in t2v.unet.parameters()]
     with pytest.raises(KeyboardInterrupt):
-        restyle(t2v, clip(), "a dog", "a tiger", config=RestyleConfig(steps=3), progress=cancel)
+        restyle(t2v, clip(), "a dog", "a tiger", config=RestyleConfig(steps=3, checkpointing=True), progress=cancel)
+    # The resident model is as before: processors, checkpoint wrappers and requires_grad flags restored.
     assert all(type(p).__name__ != "KeyCaptureProcessor" for p in t2v.unet.attn_processors.values())
+    assert all("forward" not in vars(b) for b in [*t2v.unet.down_blocks, t2v.unet.mid_block, *t2v.unet.up_blocks])
+    assert [p.requires_grad for p in t2v.unet.parameters()] == flags
 
 
 def test_any_size_and_count_comes_back_as_given(t2v):
@@ -180,4 +184,4 @@ def test_checkpointing_changes_memory_not_the_result(t2v):
     a = restyle(t2v, frames, "a dog", "a tiger", config=RestyleConfig(steps=2)).frames
     b = restyle(t2v, frames, "a dog", "a tiger", config=RestyleConfig(steps=2, checkpointing=True)).frames
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert all(not hasattr(blk, "__dict__") or "forward" not in blk.__dict__ for blk in t2v.unet.up_blocks)
+    assert all("forward" not in vars(blk) for blk in t2v.unet.up_blocks)
