@@ -185,3 +185,23 @@ def test_checkpointing_changes_memory_not_the_result(t2v):
     b = restyle(t2v, frames, "a dog", "a tiger", config=RestyleConfig(steps=2, checkpointing=True)).frames
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert all("forward" not in vars(blk) for blk in t2v.unet.up_blocks)
+
+
+def test_mask_keeps_latents_outside_it_without_ssm(t2v):
+    z_src = latents(t2v, clip(h=64, w=64))  # latent 8x8
+    m = torch.zeros(4, 8, 8)
+    m[:, 2:5, 3:7] = 1
+    z, _ = optimise(t2v, z_src, "a dog", "a tiger", m, RestyleConfig(steps=2, spatial_ssm=False, temporal_ssm=False))
+    moved = (z != z_src).any(dim=1)[0]  # (F, h, w)
+    assert torch.equal(moved, m.bool())
+
+
+def test_ssm_pass_stops_after_the_last_captured_layer(t2v):
+    """'Only the decoder layers you need': conv_out (after the last attn1) never runs in the SSM pass."""
+    calls = []
+    hook = t2v.unet.conv_out.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        optimise(t2v, latents(t2v, clip()), "a dog", "a tiger", None, RestyleConfig(steps=2))
+    finally:
+        hook.remove()
+    assert len(calls) == 2  # the two batched DDS calls only, not the two SSM calls
