@@ -163,9 +163,13 @@ def test_progress_exception_aborts_the_edit(t2v):
     def cancel(done, total):
         raise KeyboardInterrupt("cancelled")
 
+    flags = [p.requires_grad for p in t2v.unet.parameters()]
     with pytest.raises(KeyboardInterrupt):
-        restyle(t2v, clip(), "a dog", "a tiger", config=RestyleConfig(steps=3), progress=cancel)
+        restyle(t2v, clip(), "a dog", "a tiger", config=RestyleConfig(steps=3, checkpointing=True), progress=cancel)
+    # The resident model is as before: processors, checkpoint wrappers and requires_grad flags restored.
     assert all(type(p).__name__ != "KeyCaptureProcessor" for p in t2v.unet.attn_processors.values())
+    assert all("forward" not in vars(b) for b in [*t2v.unet.down_blocks, t2v.unet.mid_block, *t2v.unet.up_blocks])
+    assert [p.requires_grad for p in t2v.unet.parameters()] == flags
 
 
 def test_any_size_and_count_comes_back_as_given(t2v):
@@ -180,4 +184,24 @@ def test_checkpointing_changes_memory_not_the_result(t2v):
     a = restyle(t2v, frames, "a dog", "a tiger", config=RestyleConfig(steps=2)).frames
     b = restyle(t2v, frames, "a dog", "a tiger", config=RestyleConfig(steps=2, checkpointing=True)).frames
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert all(not hasattr(blk, "__dict__") or "forward" not in blk.__dict__ for blk in t2v.unet.up_blocks)
+    assert all("forward" not in vars(blk) for blk in t2v.unet.up_blocks)
+
+
+def test_mask_keeps_latents_outside_it_without_ssm(t2v):
+    z_src = latents(t2v, clip(h=64, w=64))  # latent 8x8
+    m = torch.zeros(4, 8, 8)
+    m[:, 2:5, 3:7] = 1
+    z, _ = optimise(t2v, z_src, "a dog", "a tiger", m, RestyleConfig(steps=2, spatial_ssm=False, temporal_ssm=False))
+    moved = (z != z_src).any(dim=1)[0]  # (F, h, w)
+    assert torch.equal(moved, m.bool())
+
+
+def test_ssm_pass_stops_after_the_last_captured_layer(t2v):
+    """'Only the decoder layers you need': conv_out (after the last attn1) never runs in the SSM pass."""
+    calls = []
+    hook = t2v.unet.conv_out.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        optimise(t2v, latents(t2v, clip()), "a dog", "a tiger", None, RestyleConfig(steps=2))
+    finally:
+        hook.remove()
+    assert len(calls) == 2  # the two batched DDS calls only, not the two SSM calls

@@ -92,3 +92,14 @@ def test_preflight_plans_windows_iterations_and_memory(t2v):
     off = restyle_preflight(t2v, 16, 320, 576, RestyleConfig(spatial_ssm=False, temporal_ssm=False))
     assert big.activation_bytes > ckpt.activation_bytes > off.activation_bytes == 0
     assert big.activation_bytes > 50 * plan.activation_bytes  # grows with the size
+
+
+def test_prompt_embeddings_are_cached_but_bounded(t2v):
+    from dreammover.restyle.model import EMBEDDINGS_KEPT
+
+    first = t2v.embed("a dog")
+    assert t2v.embed("a dog") is first
+    for i in range(EMBEDDINGS_KEPT + 3):
+        t2v.embed(f"prompt {i}")
+    assert len(t2v._embeddings) == EMBEDDINGS_KEPT and "a dog" not in t2v._embeddings
+    assert torch.equal(t2v.embed("a dog"), first)

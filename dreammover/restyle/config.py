@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# λ_s, λ_t are not published: calibrated so that, on the defaults, each SSM gradient's norm is of the
-# order of the DDS one on the tiny model and t2v-random (docs/restyle.md "## Settings" says how).
-LAMBDA_S = 2000.0
-LAMBDA_T = 200.0
+# λ_s, λ_t are not published: calibrated (dreammover/restyle/calibrate.py) so that, on the defaults, each
+# SSM gradient's norm is of the order of the DDS one, on t2v-random (Zeroscope's architecture; no real
+# weights offline); docs/restyle.md "## Settings" gives the figures.
+LAMBDA_S = 1.0e6
+LAMBDA_T = 3.0e7
 
 
 class RestyleConfig(BaseModel):

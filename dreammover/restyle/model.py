@@ -1,6 +1,7 @@
 """Load a latent text-to-video model in Zeroscope's layout: hub id, diffusers folder, `tiny-t2v`, `t2v-random`."""
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from .build import T2V_SPECS, ensure_t2v
 
 DEFAULT_T2V = "cerspense/zeroscope_v2_576w"
 BUILT_T2V = tuple(T2V_SPECS)
+EMBEDDINGS_KEPT = 8  # prompts whose embeddings stay cached: ∅, ŷ, y of an edit and of a few recent ones
 MODEL_WINDOW = 16  # frames per UNet call: Zeroscope's usual clip length (trained at 24, best at 16-24)
 
 
@@ -28,7 +30,7 @@ class T2VModel:
     dtype: torch.dtype
     identity: str
     window: int = MODEL_WINDOW
-    _embeddings: dict = field(default_factory=dict, repr=False)
+    _embeddings: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     @property
     def vae_scale(self) -> float:
@@ -46,11 +48,15 @@ class T2VModel:
 
     @torch.no_grad()
     def embed(self, prompt: str) -> torch.Tensor:
-        """CLIP text embedding (1, 77, D) of a prompt, remembered per prompt (the encoder is frozen)."""
-        if prompt not in self._embeddings:
+        """CLIP text embedding (1, 77, D) of a prompt; the last few are remembered (a resident model sees many)."""
+        if prompt in self._embeddings:
+            self._embeddings.move_to_end(prompt)
+        else:
             ids = self.tokenizer(prompt, padding="max_length", max_length=self.tokenizer.model_max_length,
                                  truncation=True, return_tensors="pt").input_ids.to(self.device)
             self._embeddings[prompt] = self.text_encoder(ids)[0].to(self.dtype)
+            while len(self._embeddings) > EMBEDDINGS_KEPT:
+                self._embeddings.popitem(last=False)
         return self._embeddings[prompt]
 
 
