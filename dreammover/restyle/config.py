@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 # SSM gradient's norm is of the order of the DDS one, on t2v-random (Zeroscope's architecture; no real
 # weights offline); docs/restyle.md "## Settings" gives the figures.
 LAMBDA_S = 1.0e6
-LAMBDA_T = 3.0e7
+LAMBDA_T = 1.0e8
 
 
 class RestyleConfig(BaseModel):
