@@ -112,7 +112,7 @@ def run_restyle(model, job: RestyleJob, quiet: bool):
     h, w = job.frames[0].shape[:2]
     plan = rs.restyle_preflight(model, len(job.frames), h, w, job.config)
     if not plan.fits:
-        fail(f"{plan.summary()} (options: --checkpointing, --window)")  # the summary says what does not fit
+        fail(f"{plan.summary()} (flags: --checkpointing, --window)")  # the summary names the remedies; these are their flags
     if not quiet:
         typer.echo(f"plan: {plan.summary()}", err=True)
     with tqdm(total=plan.iterations, desc="restyle", unit="it", disable=quiet, leave=False) as bar:
