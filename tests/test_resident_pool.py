@@ -165,3 +165,21 @@ def test_a_chained_burst_with_restyle_is_one_restyled_clip_and_a_rerun_skips(pre
     assert dict(models.loads_by_kind - kinds) == {"LoadedModel": 1, "LoadedT2V": 1}
     again = interpolate_archive(**run)
     assert again["skipped"] == 1 and again["done"] == 0  # its fingerprint holds the restyle: up to date
+
+
+def test_cli_refuses_a_bad_resident_models_value_before_any_work(monkeypatch, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from dreammover_flows.cli import register
+
+    app = typer.Typer()
+    register(app)
+    im0, im1 = distinct_pair(tmp_path / "src" / "p0", 0)
+    monkeypatch.setenv("DREAMMOVER_RESIDENT_MODELS", "0")
+    for args in (["run-archive", str(tmp_path / "src"), "-o", str(tmp_path / "out")],
+                 ["run-pair", str(im0), str(im1), "-o", str(tmp_path / "clip.mp4")]):
+        res = CliRunner().invoke(app, [*args, "--model", "tiny"])
+        assert res.exit_code == 2 and "DREAMMOVER_RESIDENT_MODELS must be a whole number >= 1" in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / "clip.mp4").exists()
