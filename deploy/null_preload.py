@@ -25,7 +25,7 @@ class NullLoadedModel(LoadedModel):
 def install() -> None:
     """Make every later model load in this process a null model (idempotent)."""
     models.LoadedModel = NullLoadedModel
-    if models.MODELS._current is not None and type(models.MODELS._current) is not NullLoadedModel:
+    if any(type(m) is not NullLoadedModel for m in models.MODELS.resident()):
         models.MODELS.clear()  # a real model loaded before: never serve it under the null loader
 
 

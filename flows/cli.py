@@ -116,6 +116,17 @@ def _check_refresh(refresh: str) -> None:
         fail(f"--refresh must be none, frames or all (got {refresh!r})", EXIT_BAD_INPUT)
 
 
+def _check_resident() -> None:
+    """DREAMMOVER_RESIDENT_MODELS (read by every model task of this process and of local pools) is valid."""
+    from dreammover.cli import fail
+    from dreammover_tasks.models import resident_capacity
+
+    try:
+        resident_capacity()
+    except ValueError as err:
+        fail(str(err), EXIT_BAD_INPUT)
+
+
 def run_pair(
     image0: str = typer.Argument(..., help="first photo (path or s3:// URI)"),
     image1: str = typer.Argument(..., help="second photo (path or s3:// URI)"),
@@ -142,6 +153,7 @@ def run_pair(
     from dreammover_flows.pair import clip_format, clip_preset, interpolate_pair
     from dreammover_tasks.models import ModelSpec
 
+    _check_resident()
     try:
         clip_format(output)
         clip_preset(preset, output)
@@ -200,6 +212,7 @@ def run_archive(
     from dreammover_tasks.encode import FORMATS
     from dreammover_tasks.models import ModelSpec
 
+    _check_resident()
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})", EXIT_BAD_INPUT)
     from dreammover_flows.pair import clip_preset

@@ -1,13 +1,17 @@
-"""The documented in-process model cache: a worker process loads a model once and holds at most one.
+"""The documented in-process model cache: a worker process loads each model once and keeps up to N resident.
 
 Loading SD1.5 takes seconds and gigabytes, so every model task in a process (each δ chunk of
 every pair) reuses the same `DreamMover`. On the GPU pool that process is a long-lived Dask
 worker (one per GPU, `resources={"GPU": 1}`, see tasks/gpu_worker.py), so the model stays
 resident across pairs. The UNet carries mutable state (the active LoRA adapter), so tasks use
 it under one lock: within a process one model task runs at a time, which is also what one GPU
-can do. Asking for a different model drops the old one first, so a GPU never holds two.
-A task that raises inside `use` drops the model too: its state (a half-fitted adapter, the name
-of the active LoRA) is unknown, and the next task must not render with it.
+can do. Up to `DREAMMOVER_RESIDENT_MODELS` models (default 2: DreamMover and the restyle T2V model,
+or SVD) stay loaded side by side, so a pair that interpolates and then restyles does not reload
+either; asking for another one evicts the least recently used first (its memory freed before the
+load), and 1 keeps a single model per GPU for small cards (docs/pipeline.md, "Resident models").
+A task that raises inside `use` drops the model it used, and only that one: its state (a
+half-fitted adapter, the name of the active LoRA) is unknown, and the next task must not render
+with it; the other resident models were not touched by the failed task (DESIGN §9).
 """
 from __future__ import annotations
 
@@ -16,12 +20,14 @@ import logging
 import os
 import socket
 import threading
+from collections import Counter, OrderedDict
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dreammover.models import DEFAULT_MODEL
 
@@ -71,46 +77,89 @@ class LoadedModel:
         self.active_lora = "<unset>"
 
 
-class ModelCache:
-    """At most one loaded model per process, used by one task at a time."""
+class ResidentSettings(BaseSettings):
+    """How many models one worker process keeps loaded at once (env DREAMMOVER_RESIDENT_MODELS)."""
 
-    def __init__(self) -> None:
+    model_config = SettingsConfigDict(env_prefix="DREAMMOVER_", case_sensitive=False, extra="ignore")
+
+    # 2 holds DreamMover beside the restyle (T2V) or SVD model; 1 is one model per GPU, for small cards.
+    resident_models: int = Field(2, ge=1)
+
+
+def resident_capacity() -> int:
+    """DREAMMOVER_RESIDENT_MODELS, validated: a bad value is one clear line, not a traceback."""
+    try:
+        return ResidentSettings().resident_models
+    except ValidationError as err:
+        raise ValueError(f"DREAMMOVER_RESIDENT_MODELS must be a whole number >= 1 "
+                         f"(got {os.environ.get('DREAMMOVER_RESIDENT_MODELS')!r})") from err
+
+
+class ModelCache:
+    """Up to `capacity` loaded models per process (least recently used evicted first), used by one task at a time.
+
+    capacity None reads DREAMMOVER_RESIDENT_MODELS at each load, so a worker follows its environment.
+    """
+
+    def __init__(self, capacity: int | None = None) -> None:
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"a model cache holds at least one model (got capacity={capacity})")
         self._lock = threading.RLock()
-        self._current: LoadedModel | None = None
+        self._resident: OrderedDict[tuple, LoadedModel] = OrderedDict()  # least recently used first
+        self._capacity = capacity
         self.loads = 0  # models loaded by this process: recorded in every model task's result
+        self.loads_by_kind: Counter[str] = Counter()  # the same, per loader class name (LoadedModel, LoadedT2V, ...)
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity if self._capacity is not None else resident_capacity()
+
+    def resident(self) -> list:
+        """The loaded models, least recently used first."""
+        with self._lock:
+            return list(self._resident.values())
 
     @contextmanager
     def use(self, spec: ModelSpec, loader=None) -> Iterator[LoadedModel]:
         """The resident model for `spec`, built by `loader` (default LoadedModel; tasks.svd's LoadedSVD)."""
         loader = loader or LoadedModel
+        key = (loader, spec)
         with self._lock:
-            if (self._current is None or self._current.spec != spec or type(self._current) is not loader
-                    or _retrained(self._current)):
-                self._drop()
-                self._current = loader(spec)
+            current = self._resident.get(key)
+            if current is not None and _retrained(current):
+                self._drop(key)  # weights changed on disk: reload, never serve the old ones
+                current = None
+            if current is None:
+                capacity = self.capacity
+                while len(self._resident) >= capacity:  # free the GPU before the next load, not after
+                    self._drop(next(iter(self._resident)))
+                current = loader(spec)
+                self._resident[key] = current
                 self.loads += 1
-            current = self._current
+                self.loads_by_kind[loader.__name__] += 1
+            self._resident.move_to_end(key)
             try:
                 yield current
             except BaseException as err:  # an OOM, a cancellation, a bug: the model's state is unknown
-                self._drop_after_failure(current, err)
+                self._drop_after_failure(key, current, err)
                 raise
 
-    def _drop_after_failure(self, failed: "LoadedModel", err: BaseException) -> None:
+    def _drop_after_failure(self, key: tuple, failed: "LoadedModel", err: BaseException) -> None:
         """Forget the model a task failed on (the next task loads fresh weights), saying so once."""
-        if self._current is failed:
-            self._drop()
+        if self._resident.get(key) is failed:
+            self._drop(key)
         _logger().warning("dropped the resident model %s after %s in a model task (%s): the next task "
                           "loads fresh weights", failed.spec.model, type(err).__name__,
                           str(err).splitlines()[0][:200] if str(err) else "no message")
 
-    def _drop(self) -> None:
-        if self._current is None:
+    def _drop(self, key: tuple) -> None:
+        model = self._resident.pop(key, None)
+        if model is None:
             return
-        device = self._current.dm.device  # LoadedSVD names its backend `dm` too
-        self._current = None
+        device = model.dm.device  # LoadedSVD and LoadedT2V name their backend `dm` too
+        del model
         gc.collect()
-        if device.type == "cuda":
+        if device.type == "cuda":  # give the memory back to the driver before another model loads
             import torch
             torch.cuda.empty_cache()
 
@@ -121,7 +170,8 @@ class ModelCache:
 
     def clear(self) -> None:
         with self._lock:
-            self._drop()
+            for key in list(self._resident):
+                self._drop(key)
 
 
 # The one process-wide mutable global, on purpose: see the module docstring.

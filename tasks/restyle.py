@@ -4,8 +4,8 @@
                   + every RestyleConfig field) -> the edited frames, as a FramesArtifact
 
 The text-to-video model lives in the same process-wide holder as DreamMover's and SVD's
-(`dreammover_tasks.models.MODELS`), so a worker keeps at most one model resident: a pair that
-interpolates and then restyles swaps models on its worker (docs/restyle.md, "CLI and pipeline").
+(`dreammover_tasks.models.MODELS`), which keeps both resident (DREAMMOVER_RESIDENT_MODELS, default 2): a
+pair that interpolates and then restyles reloads neither for the next pair (docs/pipeline.md, "Resident models").
 """
 from __future__ import annotations
 

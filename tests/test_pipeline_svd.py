@@ -150,17 +150,20 @@ def test_gpu_worker_preload_builds_the_kind_of_model_it_is_told(dreammover_home,
     """DREAMMOVER_PRELOAD_BACKEND=svd preloads an SVD keyframe model into the worker's one-model holder."""
     from types import SimpleNamespace
 
+    import torch
+
     from dreammover_tasks import gpu_worker
     from dreammover_tasks.models import MODELS
     from dreammover_tasks.svd import LoadedSVD
 
     built = []
     monkeypatch.setattr(LoadedSVD, "__init__",
-                        lambda self, spec: built.append(spec.model) or setattr(self, "spec", spec))
+                        lambda self, spec: built.append(spec.model) or setattr(self, "spec", spec)
+                        or setattr(self, "dm", SimpleNamespace(device=torch.device("cpu"))))
     monkeypatch.setattr(LoadedSVD, "identity", property(lambda self: "svd:" + self.spec.model))
     worker = SimpleNamespace(state=SimpleNamespace(nthreads=1), address="inproc://w")
     try:
         gpu_worker.ModelHost("tiny-svd", backend="svd").setup(worker)
-        assert built == ["tiny-svd"] and isinstance(MODELS._current, LoadedSVD)
+        assert built == ["tiny-svd"] and isinstance(MODELS.resident()[-1], LoadedSVD)
     finally:
-        MODELS._current = None
+        MODELS.clear()

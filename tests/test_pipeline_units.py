@@ -181,7 +181,7 @@ def test_cli_registers_pipeline_commands_without_importing_prefect_eagerly():
     assert out[1] == "False"  # `dreammover interpolate` must not pay for importing Prefect
 
 
-def test_model_cache_holds_one_model(monkeypatch):
+def test_model_cache_of_capacity_one_holds_one_model(monkeypatch):
     import dreammover_tasks.models as models
 
     loaded = []
@@ -192,14 +192,14 @@ def test_model_cache_holds_one_model(monkeypatch):
             loaded.append(spec.model)
 
     monkeypatch.setattr(models, "LoadedModel", Fake)
-    cache = models.ModelCache()
+    cache = models.ModelCache(capacity=1)
     a, b = models.ModelSpec(model="a"), models.ModelSpec(model="b")
     with cache.use(a) as first:
         pass
     with cache.use(models.ModelSpec(model="a")) as again:
         assert again is first  # same spec: loaded once per process
     with cache.use(b) as other:
-        assert other is not first and cache._current is other  # another model replaces, never adds
+        assert other is not first and cache.resident() == [other]  # capacity 1: another model replaces, never adds
     assert loaded == ["a", "b"]
 
 

@@ -50,6 +50,75 @@ def test_use_drops_the_model_on_any_exception_and_warns_once(caplog):
     assert cache.loads == 2
 
 
+class _Other(_Stand):
+    """A second kind of model (as LoadedT2V is beside LoadedModel): same spec, another loader."""
+
+
+def test_capacity_two_keeps_two_kinds_resident_and_evicts_the_least_recently_used():
+    _Stand.built.clear()
+    cache = ModelCache(capacity=2)
+    dm, t2v, svd = ModelSpec(model="tiny"), ModelSpec(model="tiny-t2v"), ModelSpec(model="tiny-svd")
+    for _ in range(3):  # a pair interpolates, then restyles: three pairs, two loads
+        with cache.use(dm, _Stand) as a:
+            pass
+        with cache.use(t2v, _Other) as b:
+            pass
+    assert cache.loads == 2 and dict(cache.loads_by_kind) == {"_Stand": 1, "_Other": 1}
+    assert cache.resident() == [a, b]  # least recently used first
+    with cache.use(ModelSpec(model="tiny"), _Other) as c:  # the loader is part of the key
+        assert c is not a
+    assert cache.resident() == [b, c]  # a (used longest ago) was evicted, b and c stay
+    with cache.use(t2v, _Other) as again:
+        assert again is b  # still resident: no load
+    with cache.use(svd, _Stand):
+        pass
+    assert cache.resident()[0] is b and c not in cache.resident()  # c was now the least recently used
+    assert cache.loads == 4
+
+
+def test_capacity_one_swaps_models_as_before():
+    _Stand.built.clear()
+    cache = ModelCache(capacity=1)
+    for _ in range(3):
+        with cache.use(ModelSpec(model="tiny"), _Stand):
+            assert len(cache.resident()) == 1
+        with cache.use(ModelSpec(model="tiny-t2v"), _Other):
+            assert len(cache.resident()) == 1
+    assert cache.loads == 6 and dict(cache.loads_by_kind) == {"_Stand": 3, "_Other": 3}
+
+
+def test_a_failure_drops_only_the_model_the_task_used():
+    _Stand.built.clear()
+    cache = ModelCache(capacity=2)
+    with cache.use(ModelSpec(model="tiny"), _Stand) as dm:
+        dm.active_lora = "lora/pair-a"
+    with pytest.raises(RuntimeError, match="restyle blew up"):
+        with cache.use(ModelSpec(model="tiny-t2v"), _Other):
+            raise RuntimeError("restyle blew up")
+    assert cache.resident() == [dm] and dm.active_lora == "lora/pair-a"  # untouched, in its known state
+    with cache.use(ModelSpec(model="tiny-t2v"), _Other) as t2v:
+        assert t2v is _Stand.built[-1] and len(_Stand.built) == 3  # the failed one reloaded fresh
+    with cache.use(ModelSpec(model="tiny"), _Stand) as again:
+        assert again is dm
+    assert cache.loads == 3
+
+
+def test_resident_models_comes_from_the_environment_with_a_clear_error(monkeypatch):
+    from dreammover_tasks.models import resident_capacity
+
+    monkeypatch.delenv("DREAMMOVER_RESIDENT_MODELS", raising=False)
+    assert resident_capacity() == 2 and ModelCache().capacity == 2
+    monkeypatch.setenv("DREAMMOVER_RESIDENT_MODELS", "1")
+    assert ModelCache().capacity == 1 and ModelCache(capacity=3).capacity == 3
+    for bad in ("0", "two"):
+        monkeypatch.setenv("DREAMMOVER_RESIDENT_MODELS", bad)
+        with pytest.raises(ValueError, match="DREAMMOVER_RESIDENT_MODELS must be a whole number >= 1") as err:
+            resident_capacity()
+        assert bad in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="at least one model"):
+        ModelCache(capacity=0)
+
+
 # -- a failed fit on a one-worker pool -------------------------------------------------------------------
 
 
