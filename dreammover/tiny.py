@@ -60,20 +60,36 @@ SPECS = {
 
 def build_modules(spec: str = "tiny"):
     """UNet, VAE and text encoder of the named spec, randomly initialised from the global RNG."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import UNet2DConditionModel
 
     cfg = SPECS[spec]
     unet = UNet2DConditionModel(
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, **cfg["unet"])
-    vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4,
-        **cfg["vae"])
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=514, max_position_embeddings=77, bos_token_id=512, eos_token_id=513, pad_token_id=513,
-        **cfg["text"]))
-    return unet, vae, text_encoder
+    return unet, sd_vae(cfg["vae"]), byte_text_encoder(cfg["text"])
+
+
+def sd_vae(vae_cfg: dict):
+    """SD's AutoencoderKL layout (one encoder/decoder block per width, 4 latent channels) at the given widths."""
+    from diffusers import AutoencoderKL
+
+    n = len(vae_cfg["block_out_channels"])
+    return AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+                         latent_channels=4, **vae_cfg)
+
+
+def byte_text_encoder(text_cfg: dict):
+    """A CLIP text encoder over the byte-level tokenizer's 514 ids (_write_tokenizer), of the given widths."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(vocab_size=514, max_position_embeddings=77, bos_token_id=512,
+                                        eos_token_id=513, pad_token_id=513, **text_cfg))
+
+
+def save_modules(folder: Path, modules: dict, dtype: torch.dtype) -> None:
+    """Each module saved as a diffusers/transformers sub-folder, cast to the spec's storage dtype."""
+    for name, module in modules.items():
+        (module if dtype == torch.float32 else module.to(dtype)).save_pretrained(folder / name)
 
 
 def build_model(folder: str | Path, spec: str = "tiny", seed: int = 0) -> Path:
@@ -90,8 +106,7 @@ def build_model(folder: str | Path, spec: str = "tiny", seed: int = 0) -> Path:
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
         num_train_timesteps=1000, clip_sample=False, set_alpha_to_one=False, steps_offset=1,
     )
-    for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
-        (module if cfg["dtype"] == torch.float32 else module.to(cfg["dtype"])).save_pretrained(folder / name)
+    save_modules(folder, {"unet": unet, "vae": vae, "text_encoder": text_encoder}, cfg["dtype"])
     scheduler.save_pretrained(folder / "scheduler")
     _write_tokenizer(folder / "tokenizer")
     (folder / "model_index.json").write_text(json.dumps({

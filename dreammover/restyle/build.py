@@ -11,11 +11,10 @@ from pathlib import Path
 
 import torch
 
-from ..tiny import _write_tokenizer
+from ..tiny import _write_tokenizer, byte_text_encoder, save_modules, sd_vae
 
 TINY_T2V_VERSION = "tiny-t2v-v1"
 T2V_RANDOM_VERSION = "t2v-random-v1"
-BYTE_VOCAB = 514  # 256 bytes, 256 end-of-word bytes, start and end tokens (dreammover.tiny's tokenizer)
 
 UNET3D_BLOCKS = dict(
     down_block_types=("CrossAttnDownBlock3D",) * 3 + ("DownBlock3D",),
@@ -50,18 +49,10 @@ T2V_SPECS = {
 
 def build_t2v_modules(spec: str = "tiny-t2v"):
     """UNet3DConditionModel, AutoencoderKL and CLIPTextModel of the named spec, initialised from the global RNG."""
-    from diffusers import AutoencoderKL, UNet3DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import UNet3DConditionModel
 
     cfg = T2V_SPECS[spec]
-    unet = UNet3DConditionModel(**cfg["unet"])
-    n = len(cfg["vae"]["block_out_channels"])
-    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
-                        latent_channels=4, **cfg["vae"])
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=BYTE_VOCAB, max_position_embeddings=77, bos_token_id=512, eos_token_id=513, pad_token_id=513,
-        **cfg["text"]))
-    return unet, vae, text_encoder
+    return UNet3DConditionModel(**cfg["unet"]), sd_vae(cfg["vae"]), byte_text_encoder(cfg["text"])
 
 
 def build_t2v(folder: str | Path, spec: str = "tiny-t2v", seed: int = 0) -> Path:
@@ -74,8 +65,7 @@ def build_t2v(folder: str | Path, spec: str = "tiny-t2v", seed: int = 0) -> Path
     folder, cfg = Path(folder), T2V_SPECS[spec]
     torch.manual_seed(seed)
     unet, vae, text_encoder = build_t2v_modules(spec)
-    for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder)):
-        (module if cfg["dtype"] == torch.float32 else module.to(cfg["dtype"])).save_pretrained(folder / name)
+    save_modules(folder, {"unet": unet, "vae": vae, "text_encoder": text_encoder}, cfg["dtype"])
     DDIMScheduler(**SCHEDULER).save_pretrained(folder / "scheduler")
     _write_tokenizer(folder / "tokenizer")
     (folder / "model_index.json").write_text(json.dumps({
