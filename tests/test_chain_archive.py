@@ -4,45 +4,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from test_chain import scene
+from flow_helpers import fits, model, run_cli as _cli  # noqa: F401 - fixtures
 
 FAST = dict(size=64, num_frames=4, frames_per_batch=4, lora_steps=2, lora_rank=4, num_inference_steps=10,
             inversion_steps=6, feature_step=3)
-
-
-@pytest.fixture(scope="module")
-def model(tiny_model_dir):
-    from dreammover_tasks.models import ModelSpec
-
-    return ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="fp32")
-
-
-@pytest.fixture
-def fits(monkeypatch):
-    """LoRA fits done in this process (the archive runs its pairs here, without a pool)."""
-    from dreammover.pipeline import DreamMover
-
-    count, original = [0], DreamMover.fit_lora
-
-    def spy(self, *a, **kw):
-        count[0] += 1
-        return original(self, *a, **kw)
-    monkeypatch.setattr(DreamMover, "fit_lora", spy)
-    return count
-
-
-def _cli(args):
-    import typer
-    from typer.testing import CliRunner
-
-    from dreammover_flows.cli import register
-
-    app = typer.Typer()
-    register(app)
-    return CliRunner().invoke(app, args)
 
 
 def _photo(path: Path, x: int, seed: int = 0) -> str:

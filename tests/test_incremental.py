@@ -19,6 +19,7 @@ from PIL import Image
 from pydantic import BaseModel
 
 from test_chain import scene
+from flow_helpers import fits, model  # noqa: F401 - fixtures
 
 FAST = dict(size=64, num_frames=2, frames_per_batch=2, lora_steps=2, lora_rank=4, num_inference_steps=10,
             inversion_steps=6, feature_step=3)
@@ -77,26 +78,6 @@ def discovery(monkeypatch):
     calls: list = []
     monkeypatch.setitem(sys.modules, "dreammover.discover", fake_discover_module(calls))
     return calls
-
-
-@pytest.fixture(scope="module")
-def model(tiny_model_dir):
-    from dreammover_tasks.models import ModelSpec
-
-    return ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="fp32")
-
-
-@pytest.fixture
-def fits(monkeypatch):
-    from dreammover.pipeline import DreamMover
-
-    count, original = [0], DreamMover.fit_lora
-
-    def spy(self, *a, **kw):
-        count[0] += 1
-        return original(self, *a, **kw)
-    monkeypatch.setattr(DreamMover, "fit_lora", spy)
-    return count
 
 
 def _photo(path: Path, x: int, seed: int = 0) -> None:

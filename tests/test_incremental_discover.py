@@ -10,41 +10,11 @@ import pytest
 pytest.importorskip("dreammover.discover")
 
 from discover_archive import T0, make_archive, scene, subject, view, write_photo  # noqa: E402
+from flow_helpers import fits, model, run_cli as _cli  # noqa: F401 - fixtures
 
 FAST = dict(size=64, num_frames=2, frames_per_batch=2, lora_steps=2, lora_rank=4, num_inference_steps=10,
             inversion_steps=6, feature_step=3)
 SIZE = (320, 240)
-
-
-@pytest.fixture(scope="module")
-def model(tiny_model_dir):
-    from dreammover_tasks.models import ModelSpec
-
-    return ModelSpec(model=str(tiny_model_dir), device="cpu", dtype="fp32")
-
-
-@pytest.fixture
-def fits(monkeypatch):
-    from dreammover.pipeline import DreamMover
-
-    count, original = [0], DreamMover.fit_lora
-
-    def spy(self, *a, **kw):
-        count[0] += 1
-        return original(self, *a, **kw)
-    monkeypatch.setattr(DreamMover, "fit_lora", spy)
-    return count
-
-
-def _cli(args):
-    import typer
-    from typer.testing import CliRunner
-
-    from dreammover_flows.cli import register
-
-    app = typer.Typer()
-    register(app)
-    return CliRunner().invoke(app, args)
 
 
 def _extend_first_burst(src) -> str:
