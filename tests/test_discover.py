@@ -89,6 +89,20 @@ def test_thumbnails_decode_reduced_and_upright(tmp_path):
     assert thumbnail((tmp_path / "turned.jpg").read_bytes(), "t.jpg", 320, 10**8).shape == (240, 320, 3)  # ... shown landscape
 
 
+def test_grey_thumbnails_are_the_luma_of_the_colour_ones(tmp_path):
+    """Features use the "L" thumbnail (JPEG luma at reduced scale): same size and orientation, same brightness."""
+    import cv2
+
+    from dreammover.discover.photos import thumbnail
+
+    write_photo(tmp_path / "p.jpg", scene(3, (2000, 1500)), T0, "X", "Y", orientation=6, quality=80)
+    data = (tmp_path / "p.jpg").read_bytes()
+    grey, rgb = thumbnail(data, "p.jpg", 320, 10**8, "L"), thumbnail(data, "p.jpg", 320, 10**8)
+    assert grey.shape == (240, 320) and grey.dtype == np.uint8  # upright landscape, one channel
+    luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(float)
+    assert np.abs(grey - luma).mean() < 2 and np.corrcoef(grey.ravel(), luma.ravel())[0, 1] > 0.99
+
+
 def test_singles_are_never_decoded(archive, monkeypatch):
     read = []
     original = PhotoSource.read

@@ -17,7 +17,7 @@ def chains_of(burst: Burst, source, cfg: DiscoverConfig) -> tuple[list[tuple[lis
     found, problems = {}, []
     for p in burst.photos:
         try:
-            found[p.key] = features(source.thumbnail(p.key, cfg.thumb_size), cfg)
+            found[p.key] = features(source.thumbnail(p.key, cfg.thumb_size, "L"), cfg)  # grey: all ORB needs
         except PhotoProblem as err:
             problems.append({"key": p.key, "note": f"skipped: {err}"})
     photos = [p for p in burst.photos if p.key in found]
