@@ -3,11 +3,12 @@
     python bench/discover_bench.py                      # 1,000 and 5,000 photos of 12 MP, one core each
     python bench/discover_bench.py --sizes 1000 --keep /tmp/arc
     python bench/discover_bench.py --measure            # the threshold measurements quoted in docs/pipeline.md
+    python bench/discover_bench.py --stages /tmp/arc    # CPU ms per stage of a burst photo (docs/pipeline.md)
 
 The archive: a few distinct 12 MP JPEGs (4000x3000) are encoded once, in bursts of three views of one scene
 (camera panning) and singles; every photo of the archive is one of them with its own EXIF (capture time,
 camera) spliced in (tests/discover_archive.with_exif), so 5,000 photos cost 5,000 file writes, not 5,000
-encodes. Discovery reads each photo's header, decodes (at 1/8 scale, draft mode) only photos that are in a
+encodes. Discovery reads each photo's header, decodes (grey, at 1/8 scale, draft mode) only photos that are in a
 burst, and matches those. `--burst-share` sets how many photos are in bursts (1.0: every photo is decoded,
 the worst case). Each size runs in a fresh process pinned to one core; its peak RSS is that process's.
 """
@@ -129,6 +130,35 @@ def measure() -> None:
                   f"ratio {q([v.inlier_ratio for v in vs])}  motion {q([v.motion for v in vs])}  (min/median/max)")
 
 
+def stages(source: Path, n: int = 60) -> None:
+    """CPU ms per photo of each stage discovery runs on a burst photo: read, reduced grey decode, ORB, matching."""
+    import cv2
+
+    from dreammover.discover import DiscoverConfig
+    from dreammover.discover.photos import thumbnail
+    from dreammover.discover.verify import compare, features
+
+    cv2.setNumThreads(1)
+    cfg = DiscoverConfig()
+    spent = dict.fromkeys(["read", "decode", "orb", "compare"], 0.0)
+
+    def timed(stage, fn, *args):
+        start = time.process_time()
+        out = fn(*args)
+        spent[stage] += time.process_time() - start
+        return out
+
+    found = []
+    paths = sorted(source.rglob("*.JPG"))[:n]
+    for path in paths:
+        data = timed("read", path.read_bytes)
+        grey = timed("decode", thumbnail, data, path.name, cfg.thumb_size, cfg.max_pixels, "L")
+        found.append(timed("orb", features, grey, cfg))
+    for f0, f1 in zip(found, found[1:]):  # every consecutive pair: one candidate per photo, a long burst's rate
+        timed("compare", compare, f0, f1, cfg)
+    print(json.dumps({k: round(1000 * v / len(paths), 2) for k, v in spent.items()} | {"photos": len(paths)}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,5000", help="archive sizes, comma-separated")
@@ -137,12 +167,16 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="write the archive here (kept) instead of a temporary folder")
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--measure", action="store_true", help="print the threshold measurements and exit")
+    parser.add_argument("--stages", type=Path, help="CPU ms per stage for the first 60 photos under this folder")
     args = parser.parse_args()
     if args.run:
         print(json.dumps(run_once(args.run)))
         return
     if args.measure:
         measure()
+        return
+    if args.stages:
+        stages(args.stages)
         return
     sizes = sorted(int(s) for s in args.sizes.split(","))
     root = args.keep or Path(tempfile.mkdtemp(prefix="discover-bench-"))

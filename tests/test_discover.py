@@ -36,9 +36,10 @@ def test_discover_pairs_exactly_the_bursts(archive):
     assert set(rejected) == set(archive.rejected)
     for candidate, why in archive.rejected.items():
         assert rejected[candidate].startswith(why), rejected[candidate]
-    # Two cameras at the same moment are two bursts; the ids name the camera and the first capture time.
+    # Two cameras at the same moment are two bursts; an id names the camera and its pair's first capture time
+    # (10:15:02.000, 02.500 for the Canon, 02.200 for the Nikon; milliseconds only when not 0).
     ids = {p["id"] for p in result.pairs}
-    assert {"20240501-101502-canon-eos-r5", "20240501-101502-canon-eos-r5-2", "20240501-101502-nikon-z-6"} <= ids
+    assert {"20240501-101502-canon-eos-r5", "20240501-101502.500-canon-eos-r5", "20240501-101502.200-nikon-z-6"} <= ids
     multi = [[p.key for p in b.photos] for b in result.bursts if len(b.photos) > 1]
     assert sorted(multi) == sorted(archive.bursts)
     for p in result.pairs:
@@ -89,6 +90,20 @@ def test_thumbnails_decode_reduced_and_upright(tmp_path):
     assert thumbnail((tmp_path / "turned.jpg").read_bytes(), "t.jpg", 320, 10**8).shape == (240, 320, 3)  # ... shown landscape
 
 
+def test_grey_thumbnails_are_the_luma_of_the_colour_ones(tmp_path):
+    """Features use the "L" thumbnail (JPEG luma at reduced scale): same size and orientation, same brightness."""
+    import cv2
+
+    from dreammover.discover.photos import thumbnail
+
+    write_photo(tmp_path / "p.jpg", scene(3, (2000, 1500)), T0, "X", "Y", orientation=6, quality=80)
+    data = (tmp_path / "p.jpg").read_bytes()
+    grey, rgb = thumbnail(data, "p.jpg", 320, 10**8, "L"), thumbnail(data, "p.jpg", 320, 10**8)
+    assert grey.shape == (240, 320) and grey.dtype == np.uint8  # upright landscape, one channel
+    luma = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(float)
+    assert np.abs(grey - luma).mean() < 2 and np.corrcoef(grey.ravel(), luma.ravel())[0, 1] > 0.99
+
+
 def test_singles_are_never_decoded(archive, monkeypatch):
     read = []
     original = PhotoSource.read
@@ -104,6 +119,7 @@ def test_chain_makes_one_keyframes_entry_per_burst(archive):
     chained = [p for p in result.pairs if "keyframes" in p]
     assert [p["keyframes"] for p in chained] == [archive.bursts[0]]
     (entry,) = chained
+    assert entry["id"] == "20240501-101502-canon-eos-r5"  # its first keyframe's capture time and camera
     assert len(entry["scores"]) == len(entry["motions"]) == len(entry["keyframes"]) - 1
     assert len(set(entry["keyframes"])) == len(entry["keyframes"])
     singles = {(p["image0"], p["image1"]) for p in result.pairs if "image0" in p}  # bursts of two stay pairs
@@ -145,10 +161,31 @@ def test_incremental_run_reads_only_the_new_photo(archive, tmp_path, monkeypatch
     assert sorted(read) == sorted(burst)  # the burst it extends is paired again, nothing else
     assert _pairs(again) == {(a, b) for a, b in zip(burst, burst[1:])}
     ids = [p["id"] for p in again.pairs]
-    assert ids == [p["id"] for p in first.pairs if p["image0"] in burst] + ["20240501-101502-canon-eos-r5-3"]
+    assert ids == [p["id"] for p in first.pairs if p["image0"] in burst] + ["20240501-101503.400-canon-eos-r5"]
     # The state now knows the longer burst: a run after it reads nothing; another burst gap reads everything.
     assert discover(str(root), known=again.state).photos == 0
     assert discover(str(root), DiscoverConfig(burst_gap_s=5), known=again.state).photos == len(again.state.seen)
+
+
+def test_a_burst_grown_at_its_start_keeps_its_pair_ids(tmp_path):
+    """Ids come from each pair's own first photo: a photo taken before a known burst adds a pair, renames none."""
+    root = tmp_path / "grow"
+    arc = make_archive(root)
+    first = discover(str(root))
+    burst = arc.bursts[0]
+    old = {(p["image0"], p["image1"]): p["id"] for p in first.pairs if p["image0"] in burst}
+    w, h = 320, 240
+    rgb = view(scene(10, (2 * w, 2 * h)), (w // 8, 24), (w, h), subject(1, h // 8), (w // 4, h // 4))
+    write_photo(root / "DCIM/IMG_0050.JPG", rgb, T0 - timedelta(seconds=1.0), "Canon", "EOS R5", offset="+02:00")
+    again = discover(str(root), known=first.state)
+    grown = next(b for b in again.bursts if b.photos[0].key == "DCIM/IMG_0050.JPG")
+    assert grown.id != first.bursts[0].id  # the burst's own id follows its first photo ...
+    new = {(p["image0"], p["image1"]): p["id"] for p in again.pairs}
+    assert new == {**old, ("DCIM/IMG_0050.JPG", burst[0]): "20240501-101501-canon-eos-r5"}  # ... pair ids do not
+    # A chain is one entry named after its first keyframe: grown at its start it is a new clip with a new id.
+    chained = discover(str(root), DiscoverConfig(chain=True))
+    assert [(p["id"], p["keyframes"]) for p in chained.pairs if "keyframes" in p] == [
+        ("20240501-101501-canon-eos-r5", ["DCIM/IMG_0050.JPG", *burst])]
 
 
 def test_heic_with_and_without_pillow_heif(tmp_path, monkeypatch):

@@ -24,11 +24,25 @@ class Burst(BaseModel):
         return self.photos[-1].when
 
 
-def burst_id(first: Photo) -> str:
-    """'20240501-101502-canon-eos-r5': the first photo's capture time as the camera shows it, and the camera."""
+def burst_id(first: Photo, milliseconds: bool = False) -> str:
+    """'20240501-101502-canon-eos-r5': the first photo's capture time as the camera shows it, and the camera.
+
+    milliseconds: '20240501-101502.500-canon-eos-r5' when the time has a fraction (photos of a burst share seconds).
+    """
     from dreammover_tasks.names import slug
 
-    return f"{first.taken:%Y%m%d-%H%M%S}-{slug(first.camera) or 'unknown-camera'}"
+    ms = first.taken.microsecond // 1000
+    fraction = f".{ms:03d}" if milliseconds and ms else ""
+    return f"{first.taken:%Y%m%d-%H%M%S}{fraction}-{slug(first.camera) or 'unknown-camera'}"
+
+
+def photo_id(photo: Photo) -> str:
+    """A manifest entry's id from its own first photo: burst_id with milliseconds.
+
+    A burst that grows (a photo before, after or between its photos) leaves the first photo of each of its
+    other pairs, and so their ids, unchanged: a rendered pair is not rendered again under a new id.
+    """
+    return burst_id(photo, milliseconds=True)
 
 
 def group_bursts(photos: Iterable[Photo], gap_s: float) -> Iterator[Burst]:

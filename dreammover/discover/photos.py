@@ -139,23 +139,26 @@ def read_capture(head: bytes, key: str, size: int, file_time: float, max_pixels:
     return Photo(key=key, size=size, taken=taken, camera=camera, orientation=orientation, when=order_seconds(taken))
 
 
-def thumbnail(data: bytes, key: str, size: int, max_pixels: int) -> np.ndarray:
-    """RGB uint8 thumbnail (longest side `size`), upright by EXIF orientation; JPEGs decode at 1/2..1/8 scale (draft)."""
+def thumbnail(data: bytes, key: str, size: int, max_pixels: int, mode: str = "RGB") -> np.ndarray:
+    """uint8 thumbnail (longest side `size`; mode "RGB" or "L": grey, HxW), upright by EXIF orientation.
+
+    JPEGs decode at 1/2..1/8 scale (draft); "L" also skips the chroma planes' inverse DCT and colour conversion.
+    """
     import cv2
     from PIL import ImageOps
 
     im = open_image(io.BytesIO(data), key, max_pixels)
     try:
         with im:
-            im.draft("RGB", (size, size))  # JPEG: DCT scaling to the smallest size still >= size; others: no-op
+            im.draft(mode, (size, size))  # JPEG: DCT scaling to the smallest size still >= size; others: no-op
             if header_exif(im).get(ORIENTATION, 1) != 1:
                 im = ImageOps.exif_transpose(im)  # loads the (reduced) pixels, turned upright
-            rgb = np.asarray(im.convert("RGB"))
+            pixels = np.asarray(im.convert(mode))
     except (OSError, SyntaxError, ValueError) as err:
         raise PhotoProblem(f"unreadable image: {err}") from err
-    h, w = rgb.shape[:2]
+    h, w = pixels.shape[:2]
     scale = size / max(h, w)
     if scale >= 1:
-        return rgb
+        return pixels
     # INTER_AREA: a box filter, right for shrinking and several times faster than Pillow's resampling here.
-    return cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(pixels, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)

@@ -62,10 +62,10 @@ class PhotoSource:
             return photo.model_copy(update={"problem": f"cannot read: {err}"})
         return found.model_copy(update={"uri": photo.uri, "version": version})
 
-    def thumbnail(self, key: str, size: int):
-        """RGB thumbnail of the photo (PhotoProblem when its pixels cannot be decoded)."""
+    def thumbnail(self, key: str, size: int, mode: str = "RGB"):
+        """RGB (or "L": grey) thumbnail of the photo (PhotoProblem when its pixels cannot be decoded)."""
         try:
             data = self.read(key)
         except Exception as err:
             raise PhotoProblem(f"cannot read: {err}") from err
-        return thumbnail(data, key, size, self.max_pixels)
+        return thumbnail(data, key, size, self.max_pixels, mode)
