@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 import resource
+import warnings
+from contextlib import nullcontext
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from dreammover.restyle import (RestyleConfig, RestyleInputError, fit_size, key_layers, latent_mask, load_t2v,
-                                mask_from_box, parse_box, read_mask, restyle)
+from dreammover.restyle import (RestyleConfig, RestyleInputError, fit_size, forward_noise, key_layers, latent_mask,
+                                load_t2v, mask_from_box, masked_dds_gradient, parse_box, read_mask, restyle)
 from dreammover.restyle.edit import _peak_bytes, optimise
-from dreammover.restyle.method import to_tensor, to_uint8
-from dreammover.restyle.windows import resize_frames
+from dreammover.restyle.method import guided_eps, ssm_gradient, to_tensor, to_uint8, unet_autocast
+from dreammover.restyle.windows import clip_windows, resize_frames
 from restyle_stubs import StubModel
 
 CPU = torch.device("cpu")
@@ -196,3 +198,58 @@ def test_peak_bytes_on_cpu_is_the_resident_peak_in_bytes():
     peak = _peak_bytes(CPU)
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     assert isinstance(peak, int) and 50 * 2**20 < peak <= after  # torch alone keeps > 50 MiB resident
+
+
+def test_unet_autocast_is_cuda_only_and_follows_the_model_dtype():
+    assert isinstance(unet_autocast(CPU, torch.float16), nullcontext)
+    cuda = torch.device("cuda")
+    assert isinstance(unet_autocast(cuda, torch.float16, enabled=False), nullcontext)
+    with warnings.catch_warnings():  # building the context needs no GPU (torch only warns without one)
+        warnings.simplefilter("ignore")
+        fp16, bf16 = unet_autocast(cuda, torch.float32), unet_autocast(cuda, torch.bfloat16)
+    assert (fp16.device, fp16.fast_dtype) == ("cuda", torch.float16)
+    assert (bf16.device, bf16.fast_dtype) == ("cuda", torch.bfloat16)
+
+
+def test_dds_gradient_is_scaled_by_the_latent_area_on_a_non_square_grid():
+    e1, e2 = torch.randn(1, 4, 2, 3, 5), torch.randn(1, 4, 2, 3, 5)
+    assert torch.allclose(masked_dds_gradient(e1, e2, None, 30.0), (e1 - e2) * 2)  # 30 / (3·5)
+
+
+def test_windowing_off_is_one_window_for_any_length():
+    assert clip_windows(10, RestyleConfig(window=4, overlap=2, windowing=False)) == [(0, 10)]
+    assert len(clip_windows(10, RestyleConfig(window=4, overlap=2))) > 1
+
+
+def test_ssm_blocks_choose_the_key_layers(t2v):
+    z = torch.zeros(1, 4, 2, 4, 4)
+    with pytest.raises(ValueError, match="decoder blocks"):
+        optimise(t2v, z, "a dog", "a tiger", None, RestyleConfig(steps=1, ssm_blocks=(0,)))
+
+
+def test_recorded_losses_are_the_mean_over_windows():
+    """Two windows [0, 2) and [1, 3): each recorded value is the mean of the windows' own values."""
+    model = StubModel({"": 0.5, "a": 1.0, "b": 3.0})
+    cfg = RestyleConfig(steps=1, window=2, overlap=1, seed=4)
+    z_src = torch.randn(1, 4, 3, 2, 2, generator=torch.Generator().manual_seed(0))
+    start = z_src + torch.randn(z_src.shape, generator=torch.Generator().manual_seed(1))
+    _, losses = optimise(model, z_src, "a", "b", None, cfg, start=start)
+
+    gen = torch.Generator().manual_seed(cfg.seed)  # the same draws as optimise: t, then one ε for the clip
+    t = int(torch.randint(cfg.t_min, cfg.t_max, (1,), generator=gen))
+    eps = torch.randn(z_src.shape, generator=gen)
+    emb = [model.embed(p) for p in ("", "a", "b")]
+    layers = key_layers(model.unet)
+    per_window = []
+    for a, b in [(0, 2), (1, 3)]:
+        zw, zsw, ew = start[:, :, a:b], z_src[:, :, a:b], eps[:, :, a:b]
+        z_t, zs_t = forward_noise(zw, zsw, t, ew, model.alphas_cumprod)
+        e_s, e_t = guided_eps(model.unet, zs_t, z_t, t, *emb, cfg.guidance_scale)
+        dds = float(masked_dds_gradient(e_t, e_s, None, cfg.dds_scale).norm())
+        _, l_s, l_t = ssm_gradient(model.unet, zw, zs_t, t, ew, model.alphas_cumprod, emb[1], emb[2], layers,
+                                   cfg.lambda_s, cfg.lambda_t)
+        per_window.append((dds, l_s, l_t))
+    assert min(v for w in per_window for v in w) > 0
+    mean = [sum(v) / 2 for v in zip(*per_window)]
+    assert losses[0]["t"] == t
+    assert [losses[0][k] for k in ("dds", "ssm_s", "ssm_t")] == pytest.approx(mean, rel=1e-5)
