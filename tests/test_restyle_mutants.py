@@ -253,3 +253,11 @@ def test_recorded_losses_are_the_mean_over_windows():
     mean = [sum(v) / 2 for v in zip(*per_window)]
     assert losses[0]["t"] == t
     assert [losses[0][k] for k in ("dds", "ssm_s", "ssm_t")] == pytest.approx(mean, rel=1e-5)
+
+
+def test_integer_frames_of_any_width_edit_like_uint8_frames(t2v):
+    frames = clip(n=2, h=27, w=45)  # a size the model does not take: frames are resized both ways
+    cfg = RestyleConfig(steps=1)
+    as_uint8 = restyle(t2v, frames, "a dog", "a tiger", config=cfg).frames
+    as_int64 = restyle(t2v, [f.astype(np.int64) for f in frames], "a dog", "a tiger", config=cfg).frames
+    assert all(np.array_equal(a, b) for a, b in zip(as_uint8, as_int64))
