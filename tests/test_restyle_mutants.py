@@ -262,8 +262,3 @@ def test_integer_frames_of_any_width_edit_like_uint8_frames(t2v):
     as_int64 = restyle(t2v, [f.astype(np.int64) for f in frames], "a dog", "a tiger", config=cfg).frames
     assert all(np.array_equal(a, b) for a, b in zip(as_uint8, as_int64))
 
-
-def test_forward_noise_stays_float32_with_a_float64_schedule():
-    z = torch.randn(1, 4, 2, 2, 2)
-    z_t, zs_t = forward_noise(z, z, 10, torch.randn(z.shape), torch.linspace(0.99, 0.01, 100, dtype=torch.float64))
-    assert z_t.dtype == zs_t.dtype == torch.float32
