@@ -1,11 +1,15 @@
-"""Stubs for teacher-forced restyle tests: a UNet with known ε and keys, and a model around it."""
+"""Restyle test helpers: a stub UNet with known ε and keys and a model around it; the tiny model fixture and clips."""
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
+import pytest
 import torch
 from diffusers.models.attention import AttentionMixin
 from diffusers.models.attention_processor import Attention
+
+from dreammover.restyle import load_t2v
 
 C = 4
 
@@ -47,3 +51,15 @@ class StubModel:
 
     def embed(self, prompt: str) -> torch.Tensor:
         return torch.full((1, 3, C), self.scales[prompt])
+
+
+@pytest.fixture(scope="module")
+def t2v(dreammover_home):
+    """The tiny text-to-video model (built once per session's DREAMMOVER_HOME), on the CPU in fp32."""
+    return load_t2v("tiny-t2v", device="cpu", dtype=torch.float32, cache_dir=dreammover_home)
+
+
+def clip(n=4, h=32, w=32, seed=0):
+    """n random RGB uint8 frames of h x w, seeded."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]

@@ -5,21 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from dreammover.restyle import (RestyleConfig, forward_noise, load_t2v, masked_dds_gradient, restyle,
+from dreammover.restyle import (RestyleConfig, forward_noise, masked_dds_gradient, restyle,
                                 self_similarity, spatial_ssm_loss, temporal_similarity, temporal_ssm_loss)
 from dreammover.restyle.edit import optimise
 from dreammover.restyle.method import encode_clip, to_tensor
-from restyle_stubs import StubModel
-
-
-@pytest.fixture(scope="module")
-def t2v(dreammover_home):
-    return load_t2v("tiny-t2v", device="cpu", dtype=torch.float32, cache_dir=dreammover_home)
-
-
-def clip(n=4, h=32, w=32, seed=0):
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
+from restyle_stubs import StubModel, clip, t2v  # noqa: F401 - t2v is a fixture
 
 
 def latents(t2v, frames):

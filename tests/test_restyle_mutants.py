@@ -11,23 +11,13 @@ import pytest
 import torch
 
 from dreammover.restyle import (RestyleConfig, RestyleInputError, fit_size, forward_noise, key_layers, latent_mask,
-                                load_t2v, mask_from_box, masked_dds_gradient, parse_box, read_mask, restyle)
+                                mask_from_box, masked_dds_gradient, parse_box, read_mask, restyle)
 from dreammover.restyle.edit import _peak_bytes, optimise
 from dreammover.restyle.method import guided_eps, ssm_gradient, to_tensor, to_uint8, unet_autocast
 from dreammover.restyle.windows import clip_windows, resize_frames
-from restyle_stubs import StubModel
+from restyle_stubs import StubModel, clip, t2v  # noqa: F401 - t2v is a fixture
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def t2v(dreammover_home):
-    return load_t2v("tiny-t2v", device="cpu", dtype=torch.float32, cache_dir=dreammover_home)
-
-
-def clip(n=4, h=32, w=32, seed=0):
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
 
 
 def test_pixels_map_affinely_onto_minus_one_one_and_back_exactly():
