@@ -51,8 +51,7 @@ def discover(source: str, config: Optional[DiscoverConfig] = None, known: Option
             result.photos_report.append({"key": key, "note": f"skipped: not a photo ({suffix} files are not read)"})
         else:
             seen[key] = info.version
-    for done, (key, info) in enumerate(todo, 1):
-        photo = src.capture(key, info.version, info.size)
+    for done, ((key, _), photo) in enumerate(zip(todo, src.captures(todo)), 1):
         if photo.problem:
             result.photos_report.append({"key": key, "note": f"skipped: {photo.problem}"})
         else:

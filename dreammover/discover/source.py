@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
+from typing import Iterable, Iterator
 
 from .photos import PHOTO_SUFFIXES, Photo, PhotoProblem, read_capture, thumbnail
+
+
+REMOTE_READS = 16  # header GETs in flight on S3: each is a round trip, so serial reads would wait, not work
 
 
 class PhotoSource:
@@ -61,6 +66,15 @@ class PhotoSource:
         except Exception as err:  # storage errors (permissions, vanished objects): reported, never fatal
             return photo.model_copy(update={"problem": f"cannot read: {err}"})
         return found.model_copy(update={"uri": photo.uri, "version": version})
+
+    def captures(self, items: Iterable[tuple[str, "object"]]) -> Iterator[Photo]:
+        """capture() of each (key, ObjectInfo), in order; on S3 REMOTE_READS at a time, locally one by one."""
+        read = lambda item: self.capture(item[0], item[1].version, item[1].size)  # noqa: E731
+        if self.local:
+            yield from map(read, items)
+            return
+        with ThreadPoolExecutor(REMOTE_READS) as pool:  # the boto3 client is thread-safe
+            yield from pool.map(read, items)
 
     def thumbnail(self, key: str, size: int, mode: str = "RGB"):
         """RGB (or "L": grey) thumbnail of the photo (PhotoProblem when its pixels cannot be decoded)."""
